@@ -1,0 +1,1 @@
+"""rafttool: dense optical flow with RAFT."""

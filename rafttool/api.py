@@ -1,0 +1,157 @@
+"""The importable Python API: a reusable :class:`FlowEngine` and the one-call :func:`estimate_flow`.
+
+Images go in as paths or numpy arrays (RGB; grayscale, RGBA and 16-bit are converted) and flow
+comes out as float32 (H, W, 2) numpy arrays in pixels, (u, v) = (x, y) displacement from the
+first image to the second.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+
+from rafttool.engine.model import RAFT, build_model
+from rafttool.engine.weights import LoadedWeights, bundled_weights, load_into, read_weights
+from rafttool.io.images import read_image, to_rgb_uint8
+
+ImageLike = Union[str, os.PathLike, np.ndarray]
+
+
+class DeviceError(ValueError):
+    """The requested torch device is not present on this machine."""
+
+
+def available_devices() -> list[str]:
+    """Devices this machine can run on, best first."""
+    devices = []
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices + ["cpu"]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks the best present device; anything else must exist here."""
+    present = available_devices()
+    if name == "auto":
+        return torch.device(present[0])
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    wanted = f"cuda:{device.index or 0}" if device.type == "cuda" else device.type
+    if wanted not in present:
+        raise DeviceError(f"device {name!r} is not available here; available: {', '.join(present)}")
+    return device
+
+
+@dataclass
+class FlowResult:
+    """Flow of one pair plus what a warm start of the next pair needs."""
+
+    flow: np.ndarray
+    low_res_flow: torch.Tensor
+    iterations_run: int
+
+
+class FlowEngine:
+    """A loaded RAFT model on a device, reused for many pairs.
+
+    ``model`` picks the size ('small' or 'large'); ``weights`` a checkpoint of any supported
+    layout (its size wins over ``model``); without ``weights`` the bundled default is used.
+    ``half`` runs the network in reduced precision (bf16 on CPU, fp16 on CUDA); the correlation
+    volume and coordinates stay fp32.
+    """
+
+    def __init__(
+        self,
+        model: str = "small",
+        weights: str | os.PathLike | None = None,
+        device: str = "auto",
+        iters: int = 12,
+        half: bool = False,
+    ) -> None:
+        self.device = resolve_device(device)
+        loaded: LoadedWeights = read_weights(weights if weights is not None else bundled_weights(model))
+        self.weights = loaded
+        self.model: RAFT = load_into(build_model(loaded.model), loaded).to(self.device).eval()
+        self.iters = iters
+        self.autocast_dtype = _half_dtype(self.device) if half else None
+
+    @property
+    def model_name(self) -> str:
+        return self.model.config.name
+
+    @torch.inference_mode()
+    def estimate_batch(
+        self,
+        images1: Sequence[ImageLike],
+        images2: Sequence[ImageLike],
+        iters: int | None = None,
+        flow_init: torch.Tensor | None = None,
+    ) -> list[FlowResult]:
+        """Flow for a batch of pairs of equal size, in one forward pass."""
+        batch1 = torch.stack([_to_tensor(load_rgb(i)) for i in images1]).to(self.device)
+        batch2 = torch.stack([_to_tensor(load_rgb(i)) for i in images2]).to(self.device)
+        if batch1.shape != batch2.shape:
+            raise ValueError(
+                f"images differ in size: {batch1.shape[-1]}x{batch1.shape[-2]} vs {batch2.shape[-1]}x{batch2.shape[-2]}; resize them to match"
+            )
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
+            output = self.model(batch1, batch2, iters=iters or self.iters, flow_init=flow_init)
+        flows = output.flow.float().permute(0, 2, 3, 1).cpu().numpy()
+        return [
+            FlowResult(flow=np.ascontiguousarray(f), low_res_flow=output.low_res_flow[i : i + 1], iterations_run=output.iterations_run)
+            for i, f in enumerate(flows)
+        ]
+
+    def estimate(self, image1: ImageLike, image2: ImageLike, iters: int | None = None) -> np.ndarray:
+        """Flow from ``image1`` to ``image2`` as a float32 (H, W, 2) array."""
+        return self.estimate_batch([image1], [image2], iters=iters)[0].flow
+
+
+def load_rgb(image: ImageLike) -> np.ndarray:
+    """A path or an array -> uint8 (H, W, 3) RGB."""
+    if isinstance(image, np.ndarray):
+        return to_rgb_uint8(image)
+    return read_image(Path(image))
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()
+
+
+def _half_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type in ("cuda", "mps") else torch.bfloat16
+
+
+@lru_cache(maxsize=4)
+def _cached_engine(model: str, weights: str | None, device: str, half: bool) -> FlowEngine:
+    return FlowEngine(model=model, weights=weights, device=device, half=half)
+
+
+def estimate_flow(
+    image1: ImageLike,
+    image2: ImageLike,
+    model: str = "small",
+    weights: str | os.PathLike | None = None,
+    iters: int = 12,
+    device: str = "auto",
+    half: bool = False,
+) -> np.ndarray:
+    """Optical flow from ``image1`` to ``image2``: float32 (H, W, 2) array of (u, v) in pixels.
+
+    The engine is cached, so repeated calls with the same settings load the model once.
+
+    >>> flow = estimate_flow("frame1.png", "frame2.png")  # doctest: +SKIP
+    """
+    engine = _cached_engine(model, None if weights is None else str(weights), device, half)
+    return engine.estimate(image1, image2, iters=iters)

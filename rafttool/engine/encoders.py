@@ -1,0 +1,115 @@
+"""Convolutional encoders: the feature encoder (both frames) and the context encoder (frame 1).
+
+Both are the same 1/8-resolution network: a 7x7 stride-2 stem, three stages of two residual
+blocks (strides 1, 2, 2) and a 1x1 projection. RAFT-large uses basic residual blocks, RAFT-small
+bottleneck blocks; the feature encoder uses instance norm so that matching does not depend on
+global image statistics, the context encoder batch norm (large) or no norm (small).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+NormKind = Literal["instance", "batch", "group", "none"]
+
+
+def make_norm(kind: NormKind, channels: int) -> nn.Module:
+    """Norm layer by name; instance norm has no affine parameters, as in the paper's checkpoints."""
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(num_groups=channels // 8, num_channels=channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}: use instance, batch, group or none")
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 conv-norm-relu layers with an identity (or strided 1x1) shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: NormKind, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, stride=stride)
+        self.norm1 = make_norm(norm, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.norm2 = make_norm(norm, out_channels)
+        self.shortcut = _shortcut(in_channels, out_channels, norm, stride)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.norm1(self.conv1(x)))
+        y = self.relu(self.norm2(self.conv2(y)))
+        return self.relu(self.shortcut(x) + y)
+
+
+class BottleneckBlock(nn.Module):
+    """1x1 reduce to a quarter of the width, 3x3, 1x1 expand: RAFT-small's cheaper block."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: NormKind, stride: int = 1) -> None:
+        super().__init__()
+        mid = out_channels // 4
+        self.conv1 = nn.Conv2d(in_channels, mid, 1)
+        self.norm1 = make_norm(norm, mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, padding=1, stride=stride)
+        self.norm2 = make_norm(norm, mid)
+        self.conv3 = nn.Conv2d(mid, out_channels, 1)
+        self.norm3 = make_norm(norm, out_channels)
+        self.shortcut = _shortcut(in_channels, out_channels, norm, stride)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.norm1(self.conv1(x)))
+        y = self.relu(self.norm2(self.conv2(y)))
+        y = self.relu(self.norm3(self.conv3(y)))
+        return self.relu(self.shortcut(x) + y)
+
+
+def _shortcut(in_channels: int, out_channels: int, norm: NormKind, stride: int) -> nn.Module:
+    if stride == 1:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride), make_norm(norm, out_channels))
+
+
+class Encoder(nn.Module):
+    """Image -> features at 1/8 resolution.
+
+    ``widths`` gives the stem width, the three stage widths and the output width.
+    """
+
+    def __init__(
+        self,
+        widths: tuple[int, int, int, int, int],
+        block: Literal["residual", "bottleneck"],
+        norm: NormKind,
+    ) -> None:
+        super().__init__()
+        block_cls = ResidualBlock if block == "residual" else BottleneckBlock
+        stem, w1, w2, w3, out = widths
+        self.stem_conv = nn.Conv2d(3, stem, 7, stride=2, padding=3)
+        self.stem_norm = make_norm(norm, stem)
+        self.relu = nn.ReLU(inplace=True)
+        self.stage1 = nn.Sequential(block_cls(stem, w1, norm, 1), block_cls(w1, w1, norm, 1))
+        self.stage2 = nn.Sequential(block_cls(w1, w2, norm, 2), block_cls(w2, w2, norm, 1))
+        self.stage3 = nn.Sequential(block_cls(w2, w3, norm, 2), block_cls(w3, w3, norm, 1))
+        self.head = nn.Conv2d(w3, out, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.stem_norm(self.stem_conv(x)))
+        x = self.stage3(self.stage2(self.stage1(x)))
+        return self.head(x)

@@ -1,0 +1,218 @@
+"""RAFT: Recurrent All-Pairs Field Transforms (Teed & Deng, ECCV 2020), large and small.
+
+``RAFT.forward`` takes a batch of image pairs of any size (values 0..255), pads them to a
+multiple of 8, runs ``iters`` refinement steps from zero flow (or a warm start) and returns the
+flow at full resolution, optionally with every iteration's estimate (training, inspection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rafttool.engine.correlation import CorrelationPyramid
+from rafttool.engine.encoders import Encoder, NormKind
+from rafttool.engine.padding import Padding, check_input_size
+from rafttool.engine.update import MaskHead, UpdateBlock
+
+
+@dataclass(frozen=True)
+class RAFTConfig:
+    """Everything that distinguishes one RAFT variant from another."""
+
+    name: str
+    feature_widths: tuple[int, int, int, int, int]
+    context_widths: tuple[int, int, int, int, int]
+    encoder_block: str
+    context_norm: NormKind
+    hidden_channels: int
+    context_channels: int
+    corr_levels: int
+    corr_radius: int
+    corr_widths: tuple[int, ...]
+    flow_widths: tuple[int, int]
+    motion_channels: int
+    gru_kernels: tuple[tuple[int, int], ...]
+    flow_head_width: int
+    convex_upsampling: bool
+
+
+LARGE = RAFTConfig(
+    name="large",
+    feature_widths=(64, 64, 96, 128, 256),
+    context_widths=(64, 64, 96, 128, 256),
+    encoder_block="residual",
+    context_norm="batch",
+    hidden_channels=128,
+    context_channels=128,
+    corr_levels=4,
+    corr_radius=4,
+    corr_widths=(256, 192),
+    flow_widths=(128, 64),
+    motion_channels=128,
+    gru_kernels=((1, 5), (5, 1)),
+    flow_head_width=256,
+    convex_upsampling=True,
+)
+
+SMALL = RAFTConfig(
+    name="small",
+    feature_widths=(32, 32, 64, 96, 128),
+    context_widths=(32, 32, 64, 96, 160),
+    encoder_block="bottleneck",
+    context_norm="none",
+    hidden_channels=96,
+    context_channels=64,
+    corr_levels=4,
+    corr_radius=3,
+    corr_widths=(96,),
+    flow_widths=(64, 32),
+    motion_channels=82,
+    gru_kernels=((3, 3),),
+    flow_head_width=128,
+    convex_upsampling=False,
+)
+
+CONFIGS: dict[str, RAFTConfig] = {"large": LARGE, "small": SMALL}
+
+
+@dataclass
+class FlowOutput:
+    """Result of one forward pass.
+
+    ``flow`` is (B, 2, H, W) at input resolution; ``low_res_flow`` is the 1/8-resolution flow of
+    the padded frames, the form a warm start takes; ``iterations`` lists every iteration's
+    full-resolution flow when requested, and ``iterations_run`` says how many ran.
+    """
+
+    flow: torch.Tensor
+    low_res_flow: torch.Tensor
+    iterations: list[torch.Tensor] = field(default_factory=list)
+    iterations_run: int = 0
+
+
+class RAFT(nn.Module):
+    """The RAFT network; build it with :func:`raft_large` or :func:`raft_small`."""
+
+    def __init__(self, config: RAFTConfig) -> None:
+        super().__init__()
+        self.config = config
+        block = config.encoder_block
+        self.feature_encoder = Encoder(config.feature_widths, block, "instance")  # type: ignore[arg-type]
+        self.context_encoder = Encoder(config.context_widths, block, config.context_norm)  # type: ignore[arg-type]
+        corr_channels = config.corr_levels * (2 * config.corr_radius + 1) ** 2
+        self.update_block = UpdateBlock(
+            corr_channels=corr_channels,
+            context_channels=config.context_channels,
+            hidden=config.hidden_channels,
+            corr_widths=config.corr_widths,
+            flow_widths=config.flow_widths,
+            motion_channels=config.motion_channels,
+            gru_kernels=config.gru_kernels,
+            flow_head_width=config.flow_head_width,
+        )
+        self.mask_head = MaskHead(config.hidden_channels) if config.convex_upsampling else None
+
+    def forward(
+        self,
+        image1: torch.Tensor,
+        image2: torch.Tensor,
+        iters: int = 12,
+        flow_init: torch.Tensor | None = None,
+        all_iterations: bool = False,
+    ) -> FlowOutput:
+        """Flow from ``image1`` to ``image2``, both (B, 3, H, W) with values in 0..255.
+
+        ``flow_init`` is a (B, 2, H/8, W/8) flow of the padded frames (a previous
+        ``low_res_flow``). With ``all_iterations`` every iteration's flow is upsampled and kept,
+        which training's sequence loss needs; otherwise only the last one is upsampled.
+        """
+        if image1.shape != image2.shape:
+            raise ValueError(f"frames differ in shape: {tuple(image1.shape)} vs {tuple(image2.shape)}")
+        check_input_size(image1.shape[-2], image1.shape[-1], self.config.corr_levels)
+        padding = Padding.for_size(image1.shape[-2], image1.shape[-1])
+        image1 = padding.pad(2 * (image1 / 255.0) - 1)
+        image2 = padding.pad(2 * (image2 / 255.0) - 1)
+
+        fmaps = self.feature_encoder(torch.cat([image1, image2], dim=0))
+        fmap1, fmap2 = fmaps.chunk(2, dim=0)
+        correlation = CorrelationPyramid(fmap1, fmap2, self.config.corr_levels, self.config.corr_radius)
+        context = self.context_encoder(image1)
+        hidden, context = context.split([self.config.hidden_channels, self.config.context_channels], dim=1)
+        hidden, context = torch.tanh(hidden), torch.relu(context)
+
+        batch, _, height, width = fmap1.shape
+        coords0 = coordinate_grid(batch, height, width, image1.device)
+        coords1 = coords0.clone() if flow_init is None else coords0 + flow_init.float()
+
+        output = FlowOutput(flow=torch.empty(0), low_res_flow=torch.empty(0))
+        for _ in range(iters):
+            coords1 = coords1.detach()
+            flow = coords1 - coords0
+            hidden, delta, _ = self.update_block(hidden, context, correlation(coords1), flow)
+            coords1 = coords1 + delta.float()
+            output.iterations_run += 1
+            if all_iterations:
+                output.iterations.append(padding.unpad(self.upsample(coords1 - coords0, hidden)))
+
+        output.low_res_flow = coords1 - coords0
+        if output.iterations:
+            output.flow = output.iterations[-1]
+        else:
+            output.flow = padding.unpad(self.upsample(output.low_res_flow, hidden))
+        return output
+
+    def upsample(self, flow: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """1/8-resolution flow -> full resolution: learned convex combination or bilinear."""
+        if self.mask_head is None:
+            return upsample_bilinear(flow)
+        return upsample_convex(flow, self.mask_head(hidden).float())
+
+
+def coordinate_grid(batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(B, 2, H, W) pixel coordinates in (x, y) order, in fp32 whatever the autocast state."""
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device=device, dtype=torch.float32),
+        torch.arange(width, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
+    return torch.stack([xs, ys], dim=0).unsqueeze(0).repeat(batch, 1, 1, 1)
+
+
+def upsample_bilinear(flow: torch.Tensor, factor: int = 8) -> torch.Tensor:
+    """Bilinear upsampling of a flow field; vectors scale with the resolution."""
+    size = (flow.shape[-2] * factor, flow.shape[-1] * factor)
+    return factor * F.interpolate(flow, size=size, mode="bilinear", align_corners=True)
+
+
+def upsample_convex(flow: torch.Tensor, mask: torch.Tensor, factor: int = 8) -> torch.Tensor:
+    """Each full-resolution pixel is a convex combination of its coarse 3x3 neighbourhood.
+
+    The softmax over 9 learned weights keeps the result inside the neighbours' range, which
+    preserves sharp motion boundaries that bilinear upsampling would blur.
+    """
+    batch, _, height, width = flow.shape
+    weights = torch.softmax(mask.view(batch, 1, 9, factor, factor, height, width), dim=2)
+    neighbours = F.unfold(factor * flow, kernel_size=3, padding=1).view(batch, 2, 9, 1, 1, height, width)
+    up = (weights * neighbours).sum(dim=2)
+    return up.permute(0, 1, 4, 2, 5, 3).reshape(batch, 2, factor * height, factor * width)
+
+
+def raft_large() -> RAFT:
+    """RAFT-large (5.3M parameters): basic residual encoders, separable GRU, convex upsampling."""
+    return RAFT(LARGE)
+
+
+def raft_small() -> RAFT:
+    """RAFT-small (1.0M parameters): bottleneck encoders, 3x3 GRU, bilinear upsampling."""
+    return RAFT(SMALL)
+
+
+def build_model(name: str) -> RAFT:
+    """Model by size name ('large' or 'small')."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown model size {name!r}: use one of {', '.join(CONFIGS)}")
+    return RAFT(CONFIGS[name])

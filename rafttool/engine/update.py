@@ -1,0 +1,133 @@
+"""The recurrent update operator: motion encoder, convolutional GRU, flow head and mask head.
+
+Each iteration turns (correlation features, current flow) into motion features, feeds them with
+the frame-1 context into a GRU whose hidden state carries what earlier iterations learned, and
+reads a flow *offset* out of the hidden state: f_{k+1} = f_k + delta_f_k.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class MotionEncoder(nn.Module):
+    """Compresses correlation features and the current flow into one motion feature map.
+
+    The flow itself is appended to the output so the GRU always sees the raw estimate.
+    """
+
+    def __init__(
+        self,
+        corr_channels: int,
+        corr_widths: tuple[int, ...],
+        flow_widths: tuple[int, int],
+        out_channels: int,
+    ) -> None:
+        super().__init__()
+        self.corr_conv1 = nn.Conv2d(corr_channels, corr_widths[0], 1)
+        self.corr_conv2 = nn.Conv2d(corr_widths[0], corr_widths[1], 3, padding=1) if len(corr_widths) > 1 else None
+        self.flow_conv1 = nn.Conv2d(2, flow_widths[0], 7, padding=3)
+        self.flow_conv2 = nn.Conv2d(flow_widths[0], flow_widths[1], 3, padding=1)
+        self.fuse_conv = nn.Conv2d(corr_widths[-1] + flow_widths[1], out_channels - 2, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, flow: torch.Tensor, corr: torch.Tensor) -> torch.Tensor:
+        c = self.relu(self.corr_conv1(corr))
+        if self.corr_conv2 is not None:
+            c = self.relu(self.corr_conv2(c))
+        f = self.relu(self.flow_conv2(self.relu(self.flow_conv1(flow))))
+        fused = self.relu(self.fuse_conv(torch.cat([c, f], dim=1)))
+        return torch.cat([fused, flow], dim=1)
+
+
+class ConvGRUCell(nn.Module):
+    """A GRU whose gates are convolutions, so the hidden state is a feature map."""
+
+    def __init__(self, hidden: int, inputs: int, kernel: tuple[int, int]) -> None:
+        super().__init__()
+        padding = (kernel[0] // 2, kernel[1] // 2)
+        self.convz = nn.Conv2d(hidden + inputs, hidden, kernel, padding=padding)
+        self.convr = nn.Conv2d(hidden + inputs, hidden, kernel, padding=padding)
+        self.convq = nn.Conv2d(hidden + inputs, hidden, kernel, padding=padding)
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        hx = torch.cat([h, x], dim=1)
+        z = torch.sigmoid(self.convz(hx))
+        r = torch.sigmoid(self.convr(hx))
+        q = torch.tanh(self.convq(torch.cat([r * h, x], dim=1)))
+        return (1 - z) * h + z * q
+
+
+class RecurrentUnit(nn.Module):
+    """One or more GRU cells applied in turn.
+
+    RAFT-large uses a separable pair (1x5 then 5x1), which sees a larger neighbourhood than one
+    3x3 cell at similar cost; RAFT-small uses a single 3x3 cell.
+    """
+
+    def __init__(self, hidden: int, inputs: int, kernels: tuple[tuple[int, int], ...]) -> None:
+        super().__init__()
+        self.cells = nn.ModuleList(ConvGRUCell(hidden, inputs, k) for k in kernels)
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        for cell in self.cells:
+            h = cell(h, x)
+        return h
+
+
+class FlowHead(nn.Module):
+    """Hidden state -> 2-channel flow offset."""
+
+    def __init__(self, hidden: int, width: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(hidden, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, 2, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.relu(self.conv1(h)))
+
+
+class MaskHead(nn.Module):
+    """Hidden state -> logits of the 9 convex-combination weights for each of the 8x8 subpixels.
+
+    The 0.25 factor damps the logits, as in the paper's training setup; checkpoints assume it.
+    """
+
+    def __init__(self, hidden: int, width: int = 256, factor: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(hidden, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, factor * factor * 9, 1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return 0.25 * self.conv2(self.relu(self.conv1(h)))
+
+
+class UpdateBlock(nn.Module):
+    """Motion encoder + recurrent unit + flow head (one RAFT iteration, without the lookup)."""
+
+    def __init__(
+        self,
+        corr_channels: int,
+        context_channels: int,
+        hidden: int,
+        corr_widths: tuple[int, ...],
+        flow_widths: tuple[int, int],
+        motion_channels: int,
+        gru_kernels: tuple[tuple[int, int], ...],
+        flow_head_width: int,
+    ) -> None:
+        super().__init__()
+        self.motion_encoder = MotionEncoder(corr_channels, corr_widths, flow_widths, motion_channels)
+        self.gru = RecurrentUnit(hidden, context_channels + motion_channels, gru_kernels)
+        self.flow_head = FlowHead(hidden, flow_head_width)
+
+    def forward(
+        self, hidden: torch.Tensor, context: torch.Tensor, corr: torch.Tensor, flow: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (new hidden state, flow offset, motion features)."""
+        motion = self.motion_encoder(flow, corr)
+        hidden = self.gru(hidden, torch.cat([context, motion], dim=1))
+        return hidden, self.flow_head(hidden), motion

@@ -1,0 +1,41 @@
+"""RAFT's sequence loss and the end-point-error metrics logged during training."""
+
+from __future__ import annotations
+
+import torch
+
+
+def sequence_loss(
+    predictions: list[torch.Tensor],
+    flow_gt: torch.Tensor,
+    valid: torch.Tensor,
+    gamma: float = 0.8,
+    max_flow: float = 400.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted L1 over all iterations, weights gamma^(N-1-i): later estimates count more.
+
+    Supervising every iteration trains the update operator to improve whatever estimate it is
+    given. Pixels without GT or with implausibly large GT (> ``max_flow`` px) are masked out.
+    Returns the loss and metrics of the final prediction (EPE, 1/3/5 px accuracy).
+    """
+    magnitude = flow_gt.float().norm(dim=1)
+    mask = (valid >= 0.5) & (magnitude < max_flow)
+    weight = mask.float().unsqueeze(1)
+    denominator = weight.sum().clamp(min=1.0) * 2
+    count = len(predictions)
+    loss = flow_gt.new_zeros(())
+    for i, prediction in enumerate(predictions):
+        step_weight = gamma ** (count - 1 - i)
+        loss = loss + step_weight * ((prediction.float() - flow_gt).abs() * weight).sum() / denominator
+    with torch.no_grad():
+        epe = (predictions[-1].float() - flow_gt).norm(dim=1)[mask]
+        if epe.numel() == 0:
+            epe = flow_gt.new_zeros(1)
+        metrics = {
+            "loss": float(loss),
+            "epe": float(epe.mean()),
+            "1px": float((epe < 1).float().mean()),
+            "3px": float((epe < 3).float().mean()),
+            "5px": float((epe < 5).float().mean()),
+        }
+    return loss, metrics

@@ -1,0 +1,231 @@
+"""Resumable RAFT training on a stream of synthetic (or real) pairs.
+
+A run lives in one folder: ``config.json``, ``checkpoint.pt`` (model, optimizer, scheduler,
+step and RNG state, rewritten atomically every few minutes), ``metrics.jsonl`` (one line per
+logged step) and ``validation.jsonl``. Starting the same run again continues where the last
+checkpoint left it; samples are a pure function of (seed, index), so the data stream resumes
+exactly too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from rafttool.engine.model import RAFT, build_model
+from rafttool.engine.weights import load_into, read_weights, save_weights
+from rafttool.train.loss import sequence_loss
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved beside its checkpoints."""
+
+    run_dir: str = "runs/raft-small"
+    model: str = "small"
+    steps: int = 6000
+    batch_size: int = 6
+    height: int = 224
+    width: int = 288
+    iters: int = 8
+    lr: float = 4e-4
+    weight_decay: float = 1e-4
+    warmup_fraction: float = 0.05
+    clip: float = 1.0
+    gamma: float = 0.8
+    bf16: bool = True
+    workers: int = 1
+    threads: int = 0
+    seed: int = 1234
+    init_weights: str | None = None
+    checkpoint_seconds: float = 300.0
+    log_every: int = 10
+    validate_every: int = 500
+    validation_data: str | None = None
+    synthetic: dict[str, Any] = field(default_factory=dict)
+
+
+class OffsetSampler(Sampler[int]):
+    """Indices start .. end: the resumed run sees exactly the samples it had not seen yet."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.end))
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+
+def freeze_batch_norm(model: nn.Module) -> None:
+    """Keep batch-norm statistics fixed: with small batches they are too noisy to learn."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(obj, temp)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _rng_state() -> dict[str, Any]:
+    """Global RNG states as tensors and plain values, so the checkpoint loads with weights_only."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"keys": torch.from_numpy(keys.astype(np.int64)), "position": position, "has_gauss": has_gauss, "gauss": gauss}
+    return {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": list(random.getstate()[1])}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["gauss"]))
+    random.setstate((3, tuple(state["python"]), None))
+
+
+class Trainer:
+    """Owns the model, optimizer and schedule of one run, and its folder on disk."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: Dataset,
+        validators: list[Callable[[RAFT], dict[str, float]]] | None = None,
+        progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.validators = validators or []
+        self.progress = progress
+        self.run_dir = Path(config.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.model)
+        if config.init_weights:
+            load_into(self.model, read_weights(config.init_weights))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=1e-8)
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer,
+            max_lr=config.lr,
+            total_steps=config.steps + 100,
+            pct_start=config.warmup_fraction,
+            cycle_momentum=False,
+            anneal_strategy="linear",
+        )
+        self.step = 0
+        self.elapsed = 0.0
+        self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        if self.checkpoint_path.exists():
+            self._resume()
+        else:
+            (self.run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+
+    def _resume(self) -> None:
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = state["step"]
+        self.elapsed = state.get("elapsed", 0.0)
+        _set_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "rng": _rng_state(),
+            "config": asdict(self.config),
+        }
+        _atomic_torch_save(state, self.checkpoint_path)
+
+    def _loader(self) -> DataLoader:
+        batch = self.config.batch_size
+        return DataLoader(
+            self.dataset,
+            batch_size=batch,
+            sampler=OffsetSampler(self.step * batch, self.config.steps * batch),
+            num_workers=self.config.workers,
+            persistent_workers=False,
+            drop_last=True,
+            prefetch_factor=4 if self.config.workers else None,
+        )
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        self.model.train()
+        freeze_batch_norm(self.model)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+            output = self.model(batch["image1"], batch["image2"], iters=self.config.iters, all_iterations=True)
+        loss, metrics = sequence_loss(output.iterations, batch["flow"], batch["valid"], gamma=self.config.gamma)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip))
+        if math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"]):
+            self.optimizer.step()
+        self.scheduler.step()
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        return metrics
+
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        results: dict[str, float] = {"step": self.step}
+        for validator in self.validators:
+            results.update(validator(self.model))
+        with open(self.run_dir / "validation.jsonl", "a") as log:
+            log.write(json.dumps(results) + "\n")
+        return results
+
+    def run(self) -> None:
+        """Train until ``config.steps``, checkpointing on a timer and on the way out."""
+        last_save = time.monotonic()
+        log = open(self.run_dir / "metrics.jsonl", "a")
+        try:
+            for batch in self._loader():
+                started = time.monotonic()
+                metrics = self.train_step(batch)
+                self.step += 1
+                self.elapsed += time.monotonic() - started
+                metrics.update(step=self.step, seconds=round(time.monotonic() - started, 3))
+                if self.step % self.config.log_every == 0:
+                    log.write(json.dumps(metrics) + "\n")
+                    log.flush()
+                if self.progress:
+                    self.progress(self.step, self.config.steps, metrics)
+                if self.validators and self.step % self.config.validate_every == 0:
+                    self.validate()
+                if time.monotonic() - last_save > self.config.checkpoint_seconds:
+                    self.save_checkpoint()
+                    last_save = time.monotonic()
+        finally:
+            log.close()
+            self.save_checkpoint()
+
+    def export(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+        """Write the current weights in our shipped format with the recipe in the header."""
+        info = {"steps": self.step, "train_seconds": round(self.elapsed), "recipe": asdict(self.config)}
+        info.update(metadata or {})
+        save_weights(path, self.model, info)

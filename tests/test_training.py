@@ -1,0 +1,85 @@
+"""Training: the loss goes down, and a killed run resumes exactly where its checkpoint left it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import asdict
+
+import torch
+
+from rafttool.train.loss import sequence_loss
+from rafttool.train.synthetic import SyntheticFlowConfig, SyntheticFlowDataset
+from rafttool.train.trainer import TrainConfig, Trainer
+
+TINY = dict(model="small", batch_size=2, height=128, width=128, iters=2, workers=0, bf16=False, log_every=1)
+
+
+def _dataset() -> SyntheticFlowDataset:
+    return SyntheticFlowDataset(SyntheticFlowConfig(height=128, width=128, max_layers=4), seed=3)
+
+
+def test_sequence_loss_weights_later_iterations_more():
+    gt = torch.zeros(1, 2, 4, 4)
+    valid = torch.ones(1, 4, 4)
+    early_wrong = [torch.ones(1, 2, 4, 4), torch.zeros(1, 2, 4, 4)]
+    late_wrong = [torch.zeros(1, 2, 4, 4), torch.ones(1, 2, 4, 4)]
+    loss_early, _ = sequence_loss(early_wrong, gt, valid, gamma=0.8)
+    loss_late, metrics = sequence_loss(late_wrong, gt, valid, gamma=0.8)
+    assert torch.isclose(loss_early, torch.tensor(0.8)) and torch.isclose(loss_late, torch.tensor(1.0))
+    assert abs(metrics["epe"] - 2**0.5) < 1e-6
+
+
+def test_sequence_loss_ignores_invalid_and_huge_gt():
+    gt = torch.zeros(1, 2, 2, 2)
+    gt[0, 0, 0, 0] = 1000.0
+    valid = torch.ones(1, 2, 2)
+    valid[0, 1, 1] = 0
+    prediction = torch.zeros(1, 2, 2, 2)
+    prediction[0, :, 1, 1] = 50.0
+    loss, _ = sequence_loss([prediction], gt, valid)
+    assert float(loss) == 0.0
+
+
+def test_a_few_steps_on_one_batch_reduce_the_loss(tmp_path):
+    torch.manual_seed(0)
+    trainer = Trainer(TrainConfig(run_dir=str(tmp_path), steps=30, lr=2e-4, warmup_fraction=0.1, **TINY), _dataset())
+    batch = {k: torch.stack([_dataset()[i][k] for i in range(2)]) for k in ("image1", "image2", "flow", "valid")}
+    losses = [trainer.train_step(batch)["loss"] for _ in range(12)]
+    assert min(losses[-3:]) < 0.8 * losses[0], losses
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import os, signal, sys
+    from rafttool.train.trainer import TrainConfig, Trainer
+    from tests.test_training import TINY, _dataset
+    def die_after_four(step, total, metrics):
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGKILL)
+    Trainer(TrainConfig(run_dir=sys.argv[1], steps=6, checkpoint_seconds=0.0, **TINY), _dataset(), progress=die_after_four).run()
+    """
+)
+
+
+def test_a_killed_run_resumes_with_identical_state(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path / "killed")], cwd=root, capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+
+    resumed = Trainer(TrainConfig(run_dir=str(tmp_path / "killed"), steps=6, **TINY), _dataset())
+    # Step 4 is lost: the kill lands before its checkpoint, so the run resumes after step 3.
+    assert resumed.step == 3
+    resumed.run()
+
+    straight = Trainer(TrainConfig(run_dir=str(tmp_path / "straight"), steps=6, **TINY), _dataset())
+    straight.run()
+    assert resumed.step == straight.step == 6
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
+    for a, b in zip(resumed.optimizer.state_dict()["state"].values(), straight.optimizer.state_dict()["state"].values()):
+        torch.testing.assert_close(a["exp_avg"], b["exp_avg"], rtol=0, atol=0)
+    assert resumed.scheduler.state_dict()["last_epoch"] == straight.scheduler.state_dict()["last_epoch"]
+    assert asdict(resumed.config) == asdict(straight.config) | {"run_dir": str(tmp_path / "killed")}

@@ -16,6 +16,7 @@ from torch import nn
 from rafttool.engine.correlation import CorrelationPyramid
 from rafttool.engine.encoders import Encoder, NormKind
 from rafttool.engine.padding import Padding, check_input_size
+from rafttool.engine.trace import Trace
 from rafttool.engine.update import MaskHead, UpdateBlock
 
 
@@ -123,12 +124,14 @@ class RAFT(nn.Module):
         iters: int = 12,
         flow_init: torch.Tensor | None = None,
         all_iterations: bool = False,
+        trace: Trace | None = None,
     ) -> FlowOutput:
         """Flow from ``image1`` to ``image2``, both (B, 3, H, W) with values in 0..255.
 
         ``flow_init`` is a (B, 2, H/8, W/8) flow of the padded frames (a previous
         ``low_res_flow``). With ``all_iterations`` every iteration's flow is upsampled and kept,
-        which training's sequence loss needs; otherwise only the last one is upsampled.
+        which training's sequence loss needs; otherwise only the last one is upsampled. A
+        ``trace`` receives the intermediate tensors (features, correlation, per-iteration state).
         """
         if image1.shape != image2.shape:
             raise ValueError(f"frames differ in shape: {tuple(image1.shape)} vs {tuple(image2.shape)}")
@@ -147,12 +150,23 @@ class RAFT(nn.Module):
         batch, _, height, width = fmap1.shape
         coords0 = coordinate_grid(batch, height, width, image1.device)
         coords1 = coords0.clone() if flow_init is None else coords0 + flow_init.float()
+        if trace is not None:
+            for name, value in (("fmap1", fmap1), ("fmap2", fmap2), ("hidden", hidden), ("context", context)):
+                trace.record(name, value)
+            trace.keep("correlation", correlation)
+            trace.keep("padding", padding)
 
         output = FlowOutput(flow=torch.empty(0), low_res_flow=torch.empty(0))
         for _ in range(iters):
             coords1 = coords1.detach()
             flow = coords1 - coords0
-            hidden, delta, _ = self.update_block(hidden, context, correlation(coords1), flow)
+            corr = correlation(coords1)
+            hidden, delta, motion = self.update_block(hidden, context, corr, flow)
+            if trace is not None:
+                for name, value in (("coords", coords1), ("corr", corr), ("motion", motion), ("delta", delta)):
+                    trace.record_iteration(name, value)
+                if self.mask_head is not None:
+                    trace.record_iteration("mask", self.mask_head(hidden))
             coords1 = coords1 + delta.float()
             output.iterations_run += 1
             if all_iterations:

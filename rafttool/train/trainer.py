@@ -103,14 +103,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((3, tuple(state["python"]), None))
 
 
-def _single_threaded_worker(_: int) -> None:
-    """Data workers share two cores with the model: one OpenCV/torch thread each is enough."""
-    import cv2
-
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-
-
 class Trainer:
     """Owns the model, optimizer and schedule of one run, and its folder on disk."""
 
@@ -181,7 +173,6 @@ class Trainer:
             persistent_workers=False,
             drop_last=True,
             prefetch_factor=4 if self.config.workers else None,
-            worker_init_fn=_single_threaded_worker,
         )
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from rafttool.engine.model import RAFT, build_model
+from rafttool.io.atomic import atomic_write
 
 FORMAT_TAG = "rafttool-weights"
 FORMAT_VERSION = 1
@@ -194,16 +195,9 @@ def save_weights(path: str | os.PathLike[str], model: RAFT, metadata: Mapping[st
         "metadata": dict(metadata or {}),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as temp:
         torch.save(payload, temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 class NoBundledWeightsError(WeightsError):
@@ -212,7 +206,6 @@ class NoBundledWeightsError(WeightsError):
 
 def weights_dirs() -> list[Path]:
     """Where bundled weights may live: $RAFTTOOL_WEIGHTS, the source tree, the installed data dir."""
-    import sys
 
     dirs = []
     if os.environ.get("RAFTTOOL_WEIGHTS"):

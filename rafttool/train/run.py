@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 
+from rafttool.data.augment import FlowAugmentor, TrainingPairs
 from rafttool.data.datasets import DatasetError, detect_datasets
 from rafttool.engine.model import RAFT
 from rafttool.evaluate import evaluate_family
@@ -68,18 +69,48 @@ def real_data_validator(root: str | Path, iters: int = 12) -> Callable[[RAFT], d
     return validate
 
 
-def train_synthetic(
+class Cycled(Dataset):
+    """A finite dataset as an endless stream: each pass visits every item once, in a fresh order.
+
+    The order of pass p is a seeded permutation, so index i always names the same item and a
+    resumed run continues the stream where it stopped.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.size = len(dataset)  # type: ignore[arg-type]
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        order = np.random.default_rng([self.seed, index // self.size]).permutation(self.size)
+        return self.dataset[int(order[index % self.size])]
+
+
+def training_data(config: TrainConfig, data: str) -> Dataset:
+    """'synthetic' for the generator, or a folder holding standard datasets (all splits found)."""
+    if data == "synthetic":
+        synthetic = SyntheticFlowConfig(height=config.height, width=config.width, **config.synthetic)
+        return SyntheticFlowDataset(synthetic, seed=config.seed)
+    samples = [s for split in detect_datasets(data).values() for s in split if s.flow_path is not None]
+    if not samples:
+        raise DatasetError(f"no pairs with ground-truth flow in '{data}': training needs GT")
+    return Cycled(TrainingPairs(samples, FlowAugmentor(crop_size=(config.height, config.width))), config.seed)
+
+
+def train(
     config: TrainConfig,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
 ) -> Trainer:
-    """Train (or resume) a run on the synthetic generator, validating on held-out and real pairs."""
-    synthetic = SyntheticFlowConfig(height=config.height, width=config.width, **config.synthetic)
-    validators = [synthetic_validator(synthetic)]
+    """Train (or resume) a run, validating on held-out synthetic pairs and on real pairs if present."""
+    validators = [synthetic_validator(SyntheticFlowConfig(height=config.height, width=config.width, **config.synthetic))]
     if config.validation_data:
         real = real_data_validator(config.validation_data)
         if real is not None:
             validators.append(real)
-    trainer = Trainer(config, SyntheticFlowDataset(synthetic, seed=config.seed), validators, progress)
+    trainer = Trainer(config, training_data(config, config.data), validators, progress)
     trainer.run()
     return trainer
 

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rafttool.engine.model import RAFT, build_model
 from rafttool.engine.weights import load_into, read_weights, save_weights
+from rafttool.io.atomic import atomic_write
 from rafttool.train.loss import sequence_loss
 
 
@@ -35,6 +35,7 @@ class TrainConfig:
     """Everything that defines a training run; saved beside its checkpoints."""
 
     run_dir: str = "runs/raft-small"
+    data: str = "synthetic"  # or a folder of standard datasets (Sintel, KITTI, Chairs, ...)
     model: str = "small"
     steps: int = 6000
     batch_size: int = 6
@@ -58,6 +59,14 @@ class TrainConfig:
     synthetic: dict[str, Any] = field(default_factory=dict)
 
 
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> "TrainConfig":
+        """The configuration a run was started with (to resume it)."""
+        saved = json.loads((Path(run_dir) / "config.json").read_text())
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in saved.items() if k in known} | {"run_dir": str(run_dir)})
+
+
 class OffsetSampler(Sampler[int]):
     """Indices start .. end: the resumed run sees exactly the samples it had not seen yet."""
 
@@ -76,17 +85,6 @@ def freeze_batch_norm(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.eval()
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(obj, temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _rng_state() -> dict[str, Any]:
@@ -161,7 +159,8 @@ class Trainer:
             "rng": _rng_state(),
             "config": asdict(self.config),
         }
-        _atomic_torch_save(state, self.checkpoint_path)
+        with atomic_write(self.checkpoint_path) as temp:
+            torch.save(state, temp)
 
     def _loader(self) -> DataLoader:
         batch = self.config.batch_size
@@ -224,8 +223,15 @@ class Trainer:
             log.close()
             self.save_checkpoint()
 
-    def export(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
-        """Write the current weights in our shipped format with the recipe in the header."""
-        info = {"steps": self.step, "train_seconds": round(self.elapsed), "recipe": asdict(self.config)}
-        info.update(metadata or {})
-        save_weights(path, self.model, info)
+
+def export_checkpoint(run_dir: str | os.PathLike, output: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+    """Write a run's latest checkpoint as shipped weights, with the recipe and step in the header."""
+    checkpoint = Path(run_dir) / "checkpoint.pt"
+    if not checkpoint.is_file():
+        raise ValueError(f"no checkpoint in '{run_dir}': train first with `raft train --run-dir {run_dir}`")
+    config = TrainConfig.load(run_dir)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model = build_model(config.model)
+    model.load_state_dict(state["model"])
+    header = {"steps": state["step"], "train_seconds": round(state.get("elapsed", 0.0)), "recipe": asdict(config)}
+    save_weights(output, model, header | dict(metadata or {}))

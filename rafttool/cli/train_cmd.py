@@ -1,0 +1,100 @@
+"""`raft train` and `raft export`: train RAFT on synthetic or standard data, ship the result."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from rafttool.cli.common import DebugOption, ModelOption, ModelSize, QuietOption, Reporter, UsageProblem, reports_errors
+from rafttool.train.run import last_validation, train
+from rafttool.train.trainer import TrainConfig, export_checkpoint
+
+TRAIN_EXAMPLES = """
+Examples:
+
+  raft train --run-dir runs/small                        # synthetic data, resumable
+  raft train --run-dir runs/small                        # again: continues from the last checkpoint
+  raft train --run-dir runs/ft --data ~/datasets/Sintel --init-weights weights/raft-small.pt --lr 1e-4
+"""
+
+
+def _parse_crop(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UsageProblem(f"--crop '{text}': expected HEIGHTxWIDTH, e.g. 224x288") from None
+    if height % 8 or width % 8 or min(height, width) < 128:
+        raise UsageProblem(f"--crop {text}: both sides must be multiples of 8 and at least 128")
+    return height, width
+
+
+@reports_errors
+def train_command(
+    run_dir: Annotated[Path, typer.Option("--run-dir", help="Folder of the run: config, checkpoint, logs.")] = Path("runs/raft-small"),
+    data: Annotated[str, typer.Option("--data", help="'synthetic', or a folder of standard datasets with GT.")] = "synthetic",
+    model: ModelOption = ModelSize.small,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Total optimizer steps of the schedule.")] = 6000,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 6,
+    crop: Annotated[str, typer.Option("--crop", help="Training crop HEIGHTxWIDTH.")] = "192x256",
+    iters: Annotated[int, typer.Option("--iters", min=1, help="Refinement iterations while training.")] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the one-cycle schedule.")] = 4e-4,
+    bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast (slower than fp32 on some CPUs: measure).")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Data-generation processes.")] = 1,
+    init_weights: Annotated[Optional[Path], typer.Option("--init-weights", help="Start from these weights (fine-tuning).")] = None,
+    validate_on: Annotated[Optional[Path], typer.Option("--validate-on", help="Folder of real pairs with GT to monitor.")] = None,
+    validate_every: Annotated[int, typer.Option("--validate-every", min=1)] = 500,
+    quiet: QuietOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Train RAFT; rerun the same command to resume an interrupted run exactly.
+
+    A checkpoint (model, optimizer, schedule, step, RNG state) is rewritten every few minutes;
+    metrics go to RUN_DIR/metrics.jsonl and validation results to RUN_DIR/validation.jsonl.
+    When RUN_DIR already holds a run, its saved settings are used and the options are ignored.
+    """
+    reporter = Reporter(quiet=quiet)
+    if (run_dir / "config.json").exists():
+        config = TrainConfig.load(run_dir)
+        reporter.note(f"resuming the run in '{run_dir}' with its saved settings")
+    else:
+        height, width = _parse_crop(crop)
+        config = TrainConfig(
+            run_dir=str(run_dir), data=data, model=model.value, steps=steps, batch_size=batch_size,
+            height=height, width=width, iters=iters, lr=lr, bf16=bf16, workers=workers,
+            init_weights=str(init_weights) if init_weights else None,
+            validation_data=str(validate_on) if validate_on else None, validate_every=validate_every,
+        )  # fmt: skip
+    columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
+    with Progress(*columns, console=reporter.console, disable=quiet) as bar:
+        task = bar.add_task("train", total=config.steps, status="")
+
+        def show(step: int, total: int, metrics: dict[str, float]) -> None:
+            bar.update(task, completed=step, status=f"loss {metrics['loss']:.2f}  epe {metrics['epe']:.2f}  {metrics['seconds']:.2f} s/step")
+
+        trainer = train(config, progress=show)
+    reporter.note(f"stopped at step {trainer.step}/{config.steps}; checkpoint in '{trainer.checkpoint_path}'")
+
+
+@reports_errors
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="A training run folder.")],
+    output: Annotated[Path, typer.Argument(help="Weights file to write (rafttool format).")],
+    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="JSON file of evaluation results to embed.")] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Write a run's current weights as a rafttool weights file with its recipe in the header.
+
+    Example:  raft export runs/raft-small weights/raft-small.pt --metrics eval.json
+    """
+    header = {"exported": time.strftime("%Y-%m-%d %H:%M:%S"), "last_validation": last_validation(run_dir)}
+    if metrics is not None:
+        header["metrics"] = json.loads(metrics.read_text())
+    export_checkpoint(run_dir, output, header)
+
+
+TRAIN_HELP = (train_command.__doc__ or "") + TRAIN_EXAMPLES

@@ -1,0 +1,69 @@
+"""The importable API: estimate_flow and FlowEngine take paths or arrays and return (H, W, 2) flow."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import rafttool
+from rafttool.api import DeviceError, FlowEngine, resolve_device
+from rafttool.engine.model import raft_small
+from rafttool.engine.weights import save_weights
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "small.pt"
+    save_weights(path, raft_small())
+    return path
+
+
+@pytest.fixture(scope="module")
+def frames():
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (140, 170, 3), dtype=np.uint8), (5, 5), 0)
+    return base[:, 3:163], base[:, :160]
+
+
+def test_estimate_flow_accepts_arrays_and_paths_alike(tmp_path, weights, frames):
+    first, second = frames
+    from_arrays = rafttool.estimate_flow(first, second, weights=weights, iters=2, device="cpu")
+    cv2.imwrite(str(tmp_path / "a.png"), first[..., ::-1])
+    cv2.imwrite(str(tmp_path / "b.png"), second[..., ::-1])
+    from_paths = rafttool.estimate_flow(tmp_path / "a.png", tmp_path / "b.png", weights=weights, iters=2, device="cpu")
+    assert from_arrays.shape == (140, 160, 2) and from_arrays.dtype == np.float32
+    np.testing.assert_allclose(from_arrays, from_paths, atol=1e-5)
+
+
+def test_engine_output_is_the_models_output(weights, frames):
+    engine = FlowEngine(weights=weights, device="cpu", iters=3)
+    flow = engine.estimate(*frames)
+    as_tensor = [torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)[None].float() for f in frames]
+    with torch.inference_mode():
+        expected = engine.model(*as_tensor, iters=3).flow[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(flow, expected, atol=1e-5)
+
+
+def test_grayscale_and_16_bit_inputs_are_converted(weights, frames):
+    engine = FlowEngine(weights=weights, device="cpu", iters=1)
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    deep = [g.astype(np.uint16) * 257 for g in gray]
+    np.testing.assert_allclose(engine.estimate(*gray), engine.estimate(*deep), atol=1e-4)
+
+
+def test_different_sizes_are_refused(weights, frames):
+    engine = FlowEngine(weights=weights, device="cpu", iters=1)
+    with pytest.raises(ValueError, match="differ in size"):
+        engine.estimate(frames[0], frames[1][:, :150])
+
+
+def test_unavailable_devices_name_the_ones_present():
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="available: .*cpu"):
+            resolve_device("cuda")
+    with pytest.raises(DeviceError, match="unknown device"):
+        resolve_device("tpu9")

@@ -7,8 +7,10 @@ first image to the second.
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from rafttool.engine.model import RAFT, build_model
+from rafttool.engine.warm_start import forward_project
 from rafttool.engine.weights import LoadedWeights, bundled_weights, load_into, read_weights
 from rafttool.io.images import read_image, to_rgb_uint8
 
@@ -60,6 +63,21 @@ class FlowResult:
     flow: np.ndarray
     low_res_flow: torch.Tensor
     iterations_run: int
+
+
+@dataclass
+class PairFlow:
+    """One pair's flow from a stream, with the frames as the network saw them (for warping, viz)."""
+
+    image1: np.ndarray
+    image2: np.ndarray
+    result: FlowResult
+    seconds: float
+    warm_started: bool = False
+
+    @property
+    def flow(self) -> np.ndarray:
+        return self.result.flow
 
 
 class FlowEngine:
@@ -116,6 +134,68 @@ class FlowEngine:
     def estimate(self, image1: ImageLike, image2: ImageLike, iters: int | None = None) -> np.ndarray:
         """Flow from ``image1`` to ``image2`` as a float32 (H, W, 2) array."""
         return self.estimate_batch([image1], [image2], iters=iters)[0].flow
+
+    def estimate_pairs(
+        self,
+        pairs: Iterable[tuple[ImageLike, ImageLike]],
+        iters: int | None = None,
+        batch_size: int = 1,
+    ) -> Iterator[PairFlow]:
+        """Flow for a stream of pairs, in order, up to ``batch_size`` per forward pass.
+
+        Pairs are consumed lazily, so only one batch is in memory however long the stream is.
+        A batch is cut short where the image size changes, since a batch needs one size.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        pending: list[tuple[np.ndarray, np.ndarray]] = []
+        for image1, image2 in pairs:
+            rgb1, rgb2 = load_rgb(image1), load_rgb(image2)
+            if pending and pending[0][0].shape != rgb1.shape:
+                yield from self._run(pending, iters)
+                pending = []
+            pending.append((rgb1, rgb2))
+            if len(pending) == batch_size:
+                yield from self._run(pending, iters)
+                pending = []
+        if pending:
+            yield from self._run(pending, iters)
+
+    def estimate_sequence(
+        self,
+        frames: Iterable[ImageLike],
+        iters: int | None = None,
+        warm_start: bool = True,
+        batch_size: int = 1,
+    ) -> Iterator[PairFlow]:
+        """Flow between each frame of a stream (a video) and the next, holding only two frames.
+
+        With ``warm_start`` each pair starts from the previous pair's flow carried forward onto
+        its grid (see :func:`forward_project`). That chains the pairs, so they run one at a time:
+        ``batch_size`` > 1 needs ``warm_start=False``.
+        """
+        if warm_start and batch_size > 1:
+            raise ValueError("warm start runs pairs one after another: use batch_size=1 or warm_start=False")
+        pairs = itertools.pairwise(load_rgb(frame) for frame in frames)
+        if not warm_start:
+            yield from self.estimate_pairs(pairs, iters, batch_size)
+            return
+        previous: FlowResult | None = None
+        for rgb1, rgb2 in pairs:
+            flow_init = None if previous is None else forward_project(previous.low_res_flow)
+            (pair,) = self._run([(rgb1, rgb2)], iters, flow_init)
+            pair.warm_started = flow_init is not None
+            previous = pair.result
+            yield pair
+
+    def _run(
+        self, batch: list[tuple[np.ndarray, np.ndarray]], iters: int | None, flow_init: torch.Tensor | None = None
+    ) -> list[PairFlow]:
+        """One forward pass; each pair is charged an equal share of its time."""
+        start = time.perf_counter()
+        results = self.estimate_batch([p[0] for p in batch], [p[1] for p in batch], iters=iters, flow_init=flow_init)
+        seconds = (time.perf_counter() - start) / len(batch)
+        return [PairFlow(rgb1, rgb2, result, seconds) for (rgb1, rgb2), result in zip(batch, results)]
 
 
 def load_rgb(image: ImageLike) -> np.ndarray:

@@ -1,0 +1,228 @@
+"""What every command shares: option declarations, error reporting, progress, output paths.
+
+Conventions all commands keep (and new ones should too):
+
+* stdout carries data only (flow bytes for ``-o -``, JSON lines for ``--json``, ``raft info``);
+  progress bars, notes and errors go to stderr;
+* an error is one line, ``error: ...``, with exit code 2 when the command line itself is wrong
+  (bad option combination, unknown extension) and 1 when the inputs or the machine are
+  (missing or corrupt files, no such device); 130 on Ctrl-C; ``--debug`` adds the traceback;
+* every file is written atomically, so an interrupted run leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import cv2
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+from rafttool.api import FlowEngine
+from rafttool.io.flowfile import SUPPORTED_WRITE_EXTENSIONS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ENGINE_PANEL = "Network"
+OUTPUT_PANEL = "Reporting"
+
+
+class UsageProblem(ValueError):
+    """The command line asks for something impossible; exit code 2."""
+
+
+class ModelSize(str, Enum):
+    small = "small"
+    large = "large"
+
+
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=ENGINE_PANEL)
+]
+ModelOption = Annotated[
+    ModelSize,
+    typer.Option("--model", help="Network size when using the bundled weights.", rich_help_panel=ENGINE_PANEL),
+]
+WeightsOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--weights",
+        help="Checkpoint: original RAFT (.pth), torchvision or rafttool; its size overrides --model.",
+        rich_help_panel=ENGINE_PANEL,
+        show_default=False,
+    ),
+]
+ItersOption = Annotated[
+    int, typer.Option("--iters", min=1, help="Refinement iterations per pair.", rich_help_panel=ENGINE_PANEL)
+]
+HalfOption = Annotated[
+    bool,
+    typer.Option("--half", help="Reduced precision (fp16 on GPU, bf16 on CPU).", rich_help_panel=ENGINE_PANEL),
+]
+BatchOption = Annotated[
+    int, typer.Option("--batch", min=1, help="Pairs per forward pass.", rich_help_panel=ENGINE_PANEL)
+]
+JsonOption = Annotated[
+    bool,
+    typer.Option("--json", help="One JSON record per result on stdout.", rich_help_panel=OUTPUT_PANEL),
+]
+QuietOption = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="No progress bar or notes on stderr.", rich_help_panel=OUTPUT_PANEL),
+]
+DebugOption = Annotated[
+    bool,
+    typer.Option("--debug", help="Show the full traceback of an error.", rich_help_panel=OUTPUT_PANEL),
+]
+
+
+def load_engine(model: ModelSize, weights: Path | None, device: str, iters: int, half: bool) -> FlowEngine:
+    """The network the options ask for, loaded once per command."""
+    return FlowEngine(model=model.value, weights=weights, device=device, iters=iters, half=half)
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(message: str, code: int, debug: bool) -> typer.Exit:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+    typer.echo(f"error: {one_line(message)}", err=True)
+    return typer.Exit(code)
+
+
+def reports_errors(command: F) -> F:
+    """Turn a command's exceptions into one ``error:`` line and an exit code (see module doc).
+
+    The command's own ``debug`` parameter decides whether the traceback is shown too.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(kwargs.get("debug"))
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):
+            raise
+        except KeyboardInterrupt:
+            raise _fail("interrupted; files being written were discarded", 130, debug) from None
+        except UsageProblem as error:
+            raise _fail(str(error), 2, debug) from None
+        except OSError as error:
+            where = f"'{error.filename}': " if error.filename else ""
+            raise _fail(f"{where}{error.strerror or error}", 1, debug) from None
+        except ValueError as error:
+            raise _fail(str(error), 1, debug) from None
+        except Exception as error:  # an unforeseen failure still gets one line, and the trace on request
+            raise _fail(f"{type(error).__name__}: {error} (run with --debug for the traceback)", 1, debug) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second, which rich's stock columns do not show."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} {self.unit}/s" if speed else f"- {self.unit}/s", style="progress.data.speed")
+
+
+class Reporter:
+    """Where a command's words go: JSON records to stdout, notes and progress to stderr."""
+
+    def __init__(self, quiet: bool = False, json_lines: bool = False) -> None:
+        self.quiet = quiet
+        self.json_lines = json_lines
+        self.console = Console(stderr=True)
+
+    def record(self, fields: dict[str, Any]) -> None:
+        if self.json_lines:
+            sys.stdout.write(json.dumps(fields) + "\n")
+            sys.stdout.flush()
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message, highlight=False, markup=False)
+
+    @contextmanager
+    def progress(self, total: int | None, description: str, unit: str = "pairs") -> Iterator[Callable[[], None]]:
+        """Yield a function to call per finished item.
+
+        The bar shows only on an interactive stderr and for more than one item: a single pair is
+        over in a moment, and a log file gains nothing from a bar.
+        """
+        if self.quiet or not self.console.is_terminal or (total is not None and total <= 1):
+            yield lambda: None
+            return
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(unit), TimeRemainingColumn())
+        with Progress(*columns, console=self.console) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda: bar.advance(task)
+
+
+def check_flow_extension(path: Path, option: str) -> None:
+    if path.suffix.lower() not in SUPPORTED_WRITE_EXTENSIONS:
+        raise UsageProblem(
+            f"{option} '{path}': unknown flow extension '{path.suffix}'; use one of {', '.join(SUPPORTED_WRITE_EXTENSIONS)}"
+        )
+
+
+def check_image_extension(path: Path, option: str) -> None:
+    if not cv2.haveImageWriter(str(path)):
+        raise UsageProblem(f"{option} '{path}': unknown image extension '{path.suffix}'; use .png or .jpg")
+
+
+def names_file(path: Path) -> bool:
+    """An output path with an extension names a file; without one (or an existing folder), a folder."""
+    return path.suffix != "" and not path.is_dir()
+
+
+def ensure_folder(path: Path) -> Path:
+    """Create an output folder (and parents), with a one-line error when that is impossible."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"cannot write into '{path}': it is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot create folder '{path}': {error.strerror or error}") from None
+    return path
+
+
+def check_writable(path: Path) -> None:
+    """Fail before the network runs, not after, when an output file cannot be created."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"cannot write '{path}': folder '{folder}' does not exist")
+    if path.is_dir():
+        raise ValueError(f"cannot write '{path}': it is a folder")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write '{path}': permission denied")
+
+
+def check_distinct(outputs: list[Path], inputs: set[Path]) -> None:
+    """No two outputs may share a name, and no output may replace an input."""
+    seen: set[Path] = set()
+    resolved_inputs = {p.resolve() for p in inputs}
+    for path in outputs:
+        key = path.resolve()
+        if key in resolved_inputs:
+            raise UsageProblem(f"output '{path}' would overwrite an input; choose another name with -o")
+        if key in seen:
+            raise UsageProblem(f"two outputs would both be written to '{path}'; give them different names or folders")
+        seen.add(key)

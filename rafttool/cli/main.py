@@ -12,6 +12,7 @@ import typer
 
 from rafttool import __version__
 from rafttool.cli import flow_cmd, info_cmd, video_cmd, viz_cmd
+from rafttool.cli import inspect_cmd
 
 app = typer.Typer(
     name="raft",
@@ -44,6 +45,7 @@ app.command("video", epilog=video_cmd.EXAMPLES)(video_cmd.video)
 app.command("viz", epilog=viz_cmd.VIZ_EXAMPLES)(viz_cmd.viz)
 app.command("warp", epilog=viz_cmd.WARP_EXAMPLES)(viz_cmd.warp)
 app.command("info", epilog=info_cmd.EXAMPLES)(info_cmd.info)
+app.command("inspect", epilog=inspect_cmd.EXAMPLES)(inspect_cmd.inspect)
 
 if __name__ == "__main__":
     app()

@@ -87,14 +87,16 @@ def export_command(
     metrics: Annotated[Optional[Path], typer.Option("--metrics", help="JSON file of evaluation results to embed.")] = None,
     debug: DebugOption = False,
 ) -> None:
-    """Write a run's current weights as a rafttool weights file with its recipe in the header.
-
-    Example:  raft export runs/raft-small weights/raft-small.pt --metrics eval.json
-    """
+    """Write a run's current weights as a rafttool weights file with its recipe in the header."""
     header = {"exported": time.strftime("%Y-%m-%d %H:%M:%S"), "last_validation": last_validation(run_dir)}
     if metrics is not None:
         header["metrics"] = json.loads(metrics.read_text())
     export_checkpoint(run_dir, output, header)
 
 
-TRAIN_HELP = (train_command.__doc__ or "") + TRAIN_EXAMPLES
+EXPORT_EXAMPLES = """
+Examples:
+
+  raft export runs/raft-small weights/raft-small.pt
+  raft export runs/raft-small weights/raft-small.pt --metrics eval.json
+"""

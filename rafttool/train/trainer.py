@@ -209,7 +209,7 @@ class Trainer:
                 self.step += 1
                 self.elapsed += time.monotonic() - started
                 metrics.update(step=self.step, seconds=round(time.monotonic() - started, 3))
-                if self.step % self.config.log_every == 0:
+                if self.step % self.config.log_every == 0 or self.step == self.config.steps:
                     log.write(json.dumps(metrics) + "\n")
                     log.flush()
                 if self.progress:

@@ -13,6 +13,7 @@ import typer
 from rafttool import __version__
 from rafttool.cli import flow_cmd, info_cmd, video_cmd, viz_cmd
 from rafttool.cli import inspect_cmd
+from rafttool.cli import bench_cmd, eval_cmd
 
 app = typer.Typer(
     name="raft",
@@ -46,6 +47,8 @@ app.command("viz", epilog=viz_cmd.VIZ_EXAMPLES)(viz_cmd.viz)
 app.command("warp", epilog=viz_cmd.WARP_EXAMPLES)(viz_cmd.warp)
 app.command("info", epilog=info_cmd.EXAMPLES)(info_cmd.info)
 app.command("inspect", epilog=inspect_cmd.EXAMPLES)(inspect_cmd.inspect)
+app.command("eval", epilog=eval_cmd.EXAMPLES)(eval_cmd.evaluate)
+app.command("bench", epilog=bench_cmd.EXAMPLES)(bench_cmd.bench)
 
 if __name__ == "__main__":
     app()

@@ -5,74 +5,271 @@ vector, divided by sqrt(C) so its scale does not grow with the feature width. Av
 of the frame-2 dimensions gives a 4-level pyramid; the lookup samples a (2r+1)^2 window around
 the current correspondence on every level, which lets the update block see both fine detail and
 displacements of up to r * 2^(levels-1) feature pixels in one step.
+
+Two facts make this cheaper than the original code (kept in :mod:`rafttool.engine.reference`):
+
+* The dot product is linear, so pooling the volume over frame-2 cells equals correlating with
+  pooled frame-2 features. Every level is then one slice of a single matrix product, and a level
+  can also be computed on demand, for just the cells a lookup reads.
+* Window offsets are integers, so all (2r+1)^2 bilinear samples of one level share one set of
+  interpolation weights: gather the (2r+2)^2 integer neighbourhood once and blend it, instead of
+  running ``grid_sample`` with (2r+1)^2 sampling points per pixel.
+
+:class:`CorrelationPyramid` stores the whole volume (fastest while it fits in memory);
+:class:`OnDemandCorrelation` stores only the pooled features and costs O(H*W) memory, which is
+what makes 4K frames possible. :func:`build_correlation` picks one.
 """
 
 from __future__ import annotations
 
+import os
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
+CorrMode = Literal["auto", "full", "on_demand"]
+CORR_MODES: tuple[str, ...] = ("auto", "full", "on_demand")
 
-def correlation_volume(fmap1: torch.Tensor, fmap2: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) x (B, C, H, W) -> (B*H*W, 1, H, W) correlation, computed in fp32.
+MEMORY_FRACTION = 0.5
+"""'auto' stores the full volume only if it takes at most this share of the free memory: the
+rest of the pass (encoders at full resolution, the update block, the caller's frames) needs room
+too, and the on-demand lookup is not much slower (see README, Performance)."""
 
-    Reduced-precision features lose the small differences that make matching sharp, so the
-    product is always taken in float32.
+GATHER_BYTES = 4 * 2**20
+"""Size of the neighbourhood features one on-demand lookup gathers at a time: about a core's
+L2 cache, so they are still cached when their dot products are taken."""
+
+
+def pooled_features(fmap2: torch.Tensor, num_levels: int) -> list[torch.Tensor]:
+    """``fmap2`` average-pooled 1, 2, 4, ... times: correlating with these gives the pyramid levels."""
+    levels = [fmap2]
+    for _ in range(num_levels - 1):
+        levels.append(F.avg_pool2d(levels[-1], 2, stride=2))
+    return levels
+
+
+class _WindowLookup:
+    """Geometry shared by both stores: which cells a lookup reads and how it blends them.
+
+    The cells of all levels are numbered in one table (level after level, raster order) per row
+    of a stored volume or per batch item. A lookup reads, for every (pixel, level) window, 2r+2
+    *runs* of 2r+2 consecutive cells, one per window row: contiguous copies are what gathers do
+    fastest. A run may stick out of its level's row and read a neighbouring row; those cells
+    get zero weight when blending, which is ``grid_sample``'s zero padding. Tables are stored
+    with ``margin`` cells of padding at both ends so that every run stays inside the buffer.
     """
-    batch, channels, height, width = fmap1.shape
-    f1 = fmap1.float().flatten(2)
-    f2 = fmap2.float().flatten(2)
-    corr = torch.bmm(f1.transpose(1, 2), f2) / channels**0.5
-    return corr.reshape(batch * height * width, 1, height, width)
 
-
-def lookup_offsets(radius: int, device: torch.device) -> torch.Tensor:
-    """Integer window offsets, shape (2r+1, 2r+1, 2), to add to (x, y) coordinates.
-
-    The x offset varies along the first window axis: the update block's first layer was trained
-    on channels in this order, so checkpoints from the original code depend on it.
-    """
-    steps = torch.arange(-radius, radius + 1, device=device, dtype=torch.float32)
-    slow, fast = torch.meshgrid(steps, steps, indexing="ij")
-    return torch.stack([slow, fast], dim=-1)
-
-
-def sample_bilinear(volume: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """Sample ``volume`` (N, 1, H, W) at pixel coordinates ``coords`` (N, h, w, 2) in (x, y) order.
-
-    Pixel centres sit on integer coordinates and samples outside the map read zero. Maps must be
-    at least 2x2 (a 1-pixel side has no extent to normalise by); the engine checks input sizes.
-    """
-    height, width = volume.shape[-2:]
-    x, y = coords.unbind(-1)
-    grid = torch.stack([2 * x / (width - 1) - 1, 2 * y / (height - 1) - 1], dim=-1)
-    return F.grid_sample(volume, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-
-
-class CorrelationPyramid:
-    """Precomputed pyramid of the full all-pairs volume, queried once per iteration."""
-
-    def __init__(self, fmap1: torch.Tensor, fmap2: torch.Tensor, num_levels: int = 4, radius: int = 4) -> None:
-        self.num_levels = num_levels
+    def __init__(self, fmap1: torch.Tensor, fmap2_levels: list[torch.Tensor], radius: int, per_pixel_tables: bool) -> None:
+        self.num_levels = len(fmap2_levels)
         self.radius = radius
         self.batch, _, self.height, self.width = fmap1.shape
-        volume = correlation_volume(fmap1, fmap2)
-        self.levels = [volume]
-        for _ in range(num_levels - 1):
-            volume = F.avg_pool2d(volume, 2, stride=2)
-            self.levels.append(volume)
-        self.offsets = lookup_offsets(radius, fmap1.device)
+        self.level_sizes: list[tuple[int, int]] = [(level.shape[-2], level.shape[-1]) for level in fmap2_levels]
+        cells = [h * w for h, w in self.level_sizes]
+        self.level_starts: list[int] = [sum(cells[:i]) for i in range(len(cells))]
+        self.table_size = sum(cells)
+        self.margin = 2 * radius + 2
+        device = fmap1.device
+        pixels = self.batch * self.height * self.width
+        # Per (pixel, level) window, pixel-major: where its level starts in the padded table (the
+        # pixel's own row of a stored volume, or its batch item's features), and the level's size.
+        table = torch.arange(pixels, device=device)
+        if not per_pixel_tables:
+            table = table // (self.height * self.width)
+        level_starts = torch.tensor(self.level_starts, device=device)
+        self._starts = (table.unsqueeze(1) * self.table_size + level_starts + self.margin).view(-1)
+        self._widths = torch.tensor([w for _, w in self.level_sizes], device=device).repeat(pixels)
+        self._heights = torch.tensor([h for h, _ in self.level_sizes], device=device).repeat(pixels)
+        self._scales = torch.tensor([2.0**-i for i in range(self.num_levels)], device=device)
+        self._steps = torch.arange(-radius, radius + 2, device=device)
 
     @property
     def out_channels(self) -> int:
         return self.num_levels * (2 * self.radius + 1) ** 2
 
+    def _windows(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where each window's runs start, (M, 2r+2) for the M = B*H*W*L windows, and the
+        bilinear weights of its columns and rows, (M, 2r+1) each for the left/top cells and
+        the same for the right/bottom ones, stacked: (2, M, 2r+1)."""
+        r = self.radius
+        xy = coords.float().permute(0, 2, 3, 1).reshape(-1, 2, 1) * self._scales  # (B*H*W, 2, L)
+        x, y = xy[:, 0].reshape(-1), xy[:, 1].reshape(-1)
+        # Clamping far-away centres keeps the index maths bounded and changes nothing: a window
+        # centred beyond the clamp lies entirely outside its level either way.
+        x = torch.minimum(x.clamp(min=-r - 2.0), (self._widths + r).to(x.dtype))
+        y = torch.minimum(y.clamp(min=-r - 2.0), (self._heights + r).to(y.dtype))
+        x0, y0 = x.floor(), y.floor()
+        xs = x0.long().unsqueeze(1) + self._steps
+        ys = y0.long().unsqueeze(1) + self._steps
+        widths, heights = self._widths.unsqueeze(1), self._heights.unsqueeze(1)
+        rows = torch.minimum(ys.clamp(min=0), heights - 1)  # rows outside read anything: their weight is 0
+        run_starts = self._starts.unsqueeze(1) + rows * widths + xs[:, :1]
+        return (
+            run_starts,
+            _edge_weights(x - x0, (xs >= 0) & (xs < widths)),
+            _edge_weights(y - y0, (ys >= 0) & (ys < heights)),
+        )
+
+    def _blend(self, values: torch.Tensor, wx: torch.Tensor, wy: torch.Tensor) -> torch.Tensor:
+        """(M, 2r+2 rows, 2r+2 columns) cell values -> (B, L*(2r+1)^2, H, W) bilinear samples.
+
+        Channels are level-major with x as the slow window axis. The result is a channels-last
+        tensor, the layout the update block's convolutions run fastest on.
+        """
+        along_x = torch.addcmul(values[..., :-1] * wx[0].unsqueeze(1), values[..., 1:], wx[1].unsqueeze(1))
+        samples = torch.addcmul(along_x[:, :-1] * wy[0].unsqueeze(2), along_x[:, 1:], wy[1].unsqueeze(2))
+        side = 2 * self.radius + 1
+        rows = samples.view(-1, self.num_levels, side, side).transpose(2, 3)
+        return rows.reshape(self.batch, self.height, self.width, -1).permute(0, 3, 1, 2)
+
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
         """Correlation features around ``coords`` (B, 2, H, W) -> (B, levels*(2r+1)^2, H, W)."""
-        centres = coords.permute(0, 2, 3, 1).reshape(-1, 1, 1, 2).float()
-        window = self.offsets.view(1, 2 * self.radius + 1, 2 * self.radius + 1, 2)
-        features = []
-        for level, volume in enumerate(self.levels):
-            sampled = sample_bilinear(volume, centres / 2**level + window)
-            features.append(sampled.view(self.batch, self.height, self.width, -1))
-        return torch.cat(features, dim=-1).permute(0, 3, 1, 2).contiguous()
+        raise NotImplementedError
+
+
+def _edge_weights(fraction: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """Weights (2, M, 2r+1) of each sample's two neighbouring cells along one axis; cells outside
+    the level weigh zero."""
+    inside = inside.to(fraction.dtype)
+    fraction = fraction.unsqueeze(1)
+    return torch.stack([(1 - fraction) * inside[:, :-1], fraction * inside[:, 1:]])
+
+
+class CorrelationPyramid(_WindowLookup):
+    """The full all-pairs volume of every level, computed once by one matrix product.
+
+    ``levels[l]`` is level l as (B*H*W, 1, H_l, W_l), a view of the volume; rows run over
+    frame-1 cells in raster order. The volume costs B*(H*W)^2*4/3 floats: see
+    :func:`full_volume_bytes` and :class:`OnDemandCorrelation` for frames where that is too much.
+    """
+
+    def __init__(self, fmap1: torch.Tensor, fmap2: torch.Tensor, num_levels: int = 4, radius: int = 4) -> None:
+        with torch.autocast(fmap1.device.type, enabled=False):  # matching needs fp32, whatever the caller's autocast
+            levels2 = pooled_features(fmap2.float(), num_levels)
+            super().__init__(fmap1, levels2, radius, per_pixel_tables=True)
+            batch, channels, height, width = fmap1.shape
+            f1 = fmap1.float().flatten(2).transpose(1, 2) / channels**0.5  # (B, H*W, C)
+            f2 = torch.cat([level.flatten(2) for level in levels2], dim=2)  # (B, C, cells)
+            size = batch * height * width * self.table_size
+            if f1.requires_grad or f2.requires_grad:  # training: out= has no autograd, so pad a copy
+                buffer = F.pad(torch.bmm(f1, f2).view(-1), (self.margin, self.margin))
+            else:  # the product lands in the padded buffer directly, sparing a copy of the volume
+                buffer = f1.new_empty(size + 2 * self.margin)
+                buffer[: self.margin] = 0
+                buffer[size + self.margin :] = 0
+                torch.bmm(f1, f2, out=buffer[self.margin : size + self.margin].view(batch, height * width, -1))
+            self.volume = buffer[self.margin : size + self.margin].view(batch, height * width, self.table_size)
+        self._buffer = buffer
+        self._runs = buffer.unfold(0, 2 * radius + 2, 1)  # every run of 2r+2 consecutive cells, without a copy
+        self.levels = [
+            self.volume.view(-1, self.table_size)[:, start : start + h * w].view(-1, 1, h, w)
+            for start, (h, w) in zip(self.level_starts, self.level_sizes)
+        ]
+
+    def __call__(self, coords: torch.Tensor) -> torch.Tensor:
+        run_starts, wx, wy = self._windows(coords)
+        if self._buffer.requires_grad:
+            # Training: gather single cells. The gradient of a gather of runs would be built in a
+            # zeroed tensor the size of all runs, 2r+2 times the volume, at every iteration.
+            cells = (run_starts.unsqueeze(-1) + torch.arange(run_starts.shape[1], device=coords.device)).view(-1)
+            values = self._buffer.index_select(0, cells).view(*run_starts.shape, -1)
+        else:
+            values = self._runs.index_select(0, run_starts.view(-1)).view(*run_starts.shape, -1)
+        return self._blend(values, wx, wy)
+
+
+class OnDemandCorrelation(_WindowLookup):
+    """Correlation computed at lookup time from pooled frame-2 features, never stored.
+
+    Each lookup gathers the (2r+2)^2 frame-2 feature vectors around every correspondence on every
+    level and takes their dot products with the frame-1 vector, a chunk of pixels at a time small
+    enough to stay in cache, so memory stays O(H*W*C) at any frame size. Same values as
+    :class:`CorrelationPyramid` up to rounding.
+    """
+
+    def __init__(
+        self,
+        fmap1: torch.Tensor,
+        fmap2: torch.Tensor,
+        num_levels: int = 4,
+        radius: int = 4,
+        gather_bytes: int = GATHER_BYTES,
+    ) -> None:
+        with torch.autocast(fmap1.device.type, enabled=False):
+            levels2 = pooled_features(fmap2.float(), num_levels)
+            super().__init__(fmap1, levels2, radius, per_pixel_tables=False)
+            channels = fmap1.shape[1]
+            self._fmap2_levels = levels2
+            self.fmap1 = (fmap1.float() / channels**0.5).permute(0, 2, 3, 1).reshape(-1, channels, 1)  # (B*H*W, C, 1)
+            cells = torch.cat([level.flatten(2) for level in levels2], dim=2).transpose(1, 2).reshape(-1)
+            margin = cells.new_zeros(self.margin * channels)
+            table = torch.cat([margin, cells, margin])  # (B*cells + margins) x C, flat
+        side = 2 * radius + 2
+        self._runs = table.unfold(0, side * channels, channels)  # every run of 2r+2 cells' features
+        self._channels = channels
+        window_bytes = side * side * channels * table.element_size()
+        self.chunk = max(1, gather_bytes // (window_bytes * self.num_levels))  # pixels per gather
+
+    def __call__(self, coords: torch.Tensor) -> torch.Tensor:
+        run_starts, wx, wy = self._windows(coords)
+        side = run_starts.shape[1]
+        per_pixel = self.num_levels * side * side
+        values = run_starts.new_empty(run_starts.shape[0], side, side, dtype=torch.float32)
+        pixel_values = values.view(-1, per_pixel, 1)
+        starts = run_starts.view(-1, self.num_levels * side)  # one row of run starts per pixel
+        with torch.autocast(coords.device.type, enabled=False):
+            for first in range(0, starts.shape[0], self.chunk):
+                part = slice(first, first + self.chunk)
+                features = self._runs.index_select(0, starts[part].reshape(-1)).view(-1, per_pixel, self._channels)
+                torch.bmm(features, self.fmap1[part], out=pixel_values[part])
+        return self._blend(values, wx, wy)
+
+    @property
+    def levels(self) -> list[torch.Tensor]:
+        """The full volume's levels, as :class:`CorrelationPyramid` has them: built on request
+        (for inspection), at the full volume's memory cost."""
+        f1 = self.fmap1.view(self.batch, -1, self._channels)
+        return [torch.bmm(f1, level.flatten(2)).view(-1, 1, *level.shape[-2:]) for level in self._fmap2_levels]
+
+
+def full_volume_bytes(batch: int, height: int, width: int, num_levels: int = 4) -> int:
+    """Bytes of :class:`CorrelationPyramid`'s volume for (H, W) = the 1/8-resolution grid."""
+    cells, h, w = 0, height, width
+    for _ in range(num_levels):
+        cells += h * w
+        h, w = h // 2, w // 2
+    return batch * height * width * (cells + 1) * 4
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for new tensors on ``device``: the OS's estimate of available RAM on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def choose_corr_mode(mode: str, batch: int, height: int, width: int, num_levels: int, device: torch.device) -> str:
+    """'full' or 'on_demand' for a pass; 'auto' stores the volume only where it fits the budget."""
+    if mode not in CORR_MODES:
+        raise ValueError(f"unknown correlation mode {mode!r}: use one of {', '.join(CORR_MODES)}")
+    if mode != "auto":
+        return mode
+    fits = full_volume_bytes(batch, height, width, num_levels) <= MEMORY_FRACTION * available_memory(device)
+    return "full" if fits else "on_demand"
+
+
+def build_correlation(
+    fmap1: torch.Tensor, fmap2: torch.Tensor, num_levels: int, radius: int, mode: str = "auto"
+) -> CorrelationPyramid | OnDemandCorrelation:
+    """The correlation lookup for one pass, stored in full or computed on demand (see ``mode``)."""
+    batch, _, height, width = fmap1.shape
+    if choose_corr_mode(mode, batch, height, width, num_levels, fmap1.device) == "full":
+        return CorrelationPyramid(fmap1, fmap2, num_levels, radius)
+    return OnDemandCorrelation(fmap1, fmap2, num_levels, radius)

@@ -11,15 +11,33 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 NormKind = Literal["instance", "batch", "group", "none"]
 
 
+class InstanceNorm(nn.Module):
+    """Instance norm without affine parameters, as in the paper's checkpoints.
+
+    Computed as group norm with one channel per group: the same normalisation, but PyTorch's
+    CPU group-norm kernel is 2-3x faster than its instance-norm one (which runs batch norm on a
+    reshaped copy), and the feature encoder spends a good part of its time here.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.group_norm(x, x.shape[1], eps=self.eps)
+
+
 def make_norm(kind: NormKind, channels: int) -> nn.Module:
     """Norm layer by name; instance norm has no affine parameters, as in the paper's checkpoints."""
     if kind == "instance":
-        return nn.InstanceNorm2d(channels)
+        return InstanceNorm(channels)
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "group":

@@ -7,17 +7,20 @@ flow at full resolution, optionally with every iteration's estimate (training, i
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rafttool.engine.correlation import CorrelationPyramid
+from rafttool.engine.correlation import CorrMode, build_correlation
 from rafttool.engine.encoders import Encoder, NormKind
-from rafttool.engine.padding import Padding, check_input_size
+from rafttool.engine.padding import STRIDE, Padding, check_input_size
 from rafttool.engine.trace import Trace
 from rafttool.engine.update import MaskHead, UpdateBlock
+from rafttool.engine.warm_start import forward_project
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,10 @@ SMALL = RAFTConfig(
 
 CONFIGS: dict[str, RAFTConfig] = {"large": LARGE, "small": SMALL}
 
+DEFAULT_TOLERANCE = 0.05
+"""Adaptive iterations' stopping tolerance for inference (``forward(tolerance=...)``), in
+full-resolution px of mean update: chosen on real data, see README (Performance)."""
+
 
 @dataclass
 class FlowOutput:
@@ -125,6 +132,11 @@ class RAFT(nn.Module):
         flow_init: torch.Tensor | None = None,
         all_iterations: bool = False,
         trace: Trace | None = None,
+        *,
+        corr_mode: CorrMode = "auto",
+        tolerance: float | None = None,
+        check_every: int = 1,
+        features: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> FlowOutput:
         """Flow from ``image1`` to ``image2``, both (B, 3, H, W) with values in 0..255.
 
@@ -132,20 +144,31 @@ class RAFT(nn.Module):
         ``low_res_flow``). With ``all_iterations`` every iteration's flow is upsampled and kept,
         which training's sequence loss needs; otherwise only the last one is upsampled. A
         ``trace`` receives the intermediate tensors (features, correlation, per-iteration state).
+
+        ``corr_mode`` stores the correlation volume ('full'), computes it per lookup
+        ('on_demand', for large frames) or picks by free memory ('auto'). With a ``tolerance``
+        (full-resolution pixels) the loop stops once an iteration moves the flow by less than
+        that on average in every batch item: ``iters`` is then the most it runs. The test reads
+        the update back to the host, so on a GPU it runs only every ``check_every`` iterations.
+        ``features`` are both frames' :meth:`features`, when the caller has them already.
         """
         if image1.shape != image2.shape:
             raise ValueError(f"frames differ in shape: {tuple(image1.shape)} vs {tuple(image2.shape)}")
         check_input_size(image1.shape[-2], image1.shape[-1], self.config.corr_levels)
         padding = Padding.for_size(image1.shape[-2], image1.shape[-1])
-        image1 = padding.pad(2 * (image1 / 255.0) - 1)
-        image2 = padding.pad(2 * (image2 / 255.0) - 1)
-
-        fmaps = self.feature_encoder(torch.cat([image1, image2], dim=0))
-        fmap1, fmap2 = fmaps.chunk(2, dim=0)
-        correlation = CorrelationPyramid(fmap1, fmap2, self.config.corr_levels, self.config.corr_radius)
+        image1 = padding.pad(normalize(image1))
+        if features is None:
+            fmap1, fmap2 = self.feature_encoder(torch.cat([image1, padding.pad(normalize(image2))], dim=0)).chunk(2, dim=0)
+        else:
+            fmap1, fmap2 = features
+        correlation = build_correlation(fmap1, fmap2, self.config.corr_levels, self.config.corr_radius, corr_mode)
         context = self.context_encoder(image1)
         hidden, context = context.split([self.config.hidden_channels, self.config.context_channels], dim=1)
-        hidden, context = torch.tanh(hidden), torch.relu(context)
+        # The update block runs channels-last, the layout the lookup returns and its convolutions
+        # run fastest on.
+        hidden = torch.tanh(hidden).contiguous(memory_format=torch.channels_last)
+        context = torch.relu(context).contiguous(memory_format=torch.channels_last)
+        plans = self.update_block.plan(context)
 
         batch, _, height, width = fmap1.shape
         coords0 = coordinate_grid(batch, height, width, image1.device)
@@ -159,9 +182,9 @@ class RAFT(nn.Module):
         output = FlowOutput(flow=torch.empty(0), low_res_flow=torch.empty(0))
         for _ in range(iters):
             coords1 = coords1.detach()
-            flow = coords1 - coords0
+            flow = (coords1 - coords0).contiguous(memory_format=torch.channels_last)
             corr = correlation(coords1)
-            hidden, delta, motion = self.update_block(hidden, context, corr, flow)
+            hidden, delta, motion = self.update_block.step(hidden, plans, corr, flow)
             if trace is not None:
                 for name, value in (("coords", coords1), ("corr", corr), ("motion", motion), ("delta", delta)):
                     trace.record_iteration(name, value)
@@ -171,6 +194,8 @@ class RAFT(nn.Module):
             output.iterations_run += 1
             if all_iterations:
                 output.iterations.append(padding.unpad(self.upsample(coords1 - coords0, hidden)))
+            if tolerance is not None and output.iterations_run % check_every == 0 and converged(delta, tolerance):
+                break
 
         output.low_res_flow = coords1 - coords0
         if output.iterations:
@@ -179,11 +204,50 @@ class RAFT(nn.Module):
             output.flow = padding.unpad(self.upsample(output.low_res_flow, hidden))
         return output
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Feature maps of (N, 3, H, W) frames (0..255), as ``forward(features=...)`` takes them.
+
+        A video frame belongs to two pairs; computing its features once saves a third of the
+        encoder work per pair (see :meth:`flow_sequence`).
+        """
+        padding = Padding.for_size(images.shape[-2], images.shape[-1])
+        return self.feature_encoder(padding.pad(normalize(images)))
+
+    def flow_sequence(
+        self, frames: Iterable[torch.Tensor], iters: int = 12, warm_start: bool = True, **options: Any
+    ) -> Iterator[FlowOutput]:
+        """Flow between each (B, 3, H, W) frame of a stream and the next, one output per pair.
+
+        Each frame's features are computed once, for both pairs it belongs to. With
+        ``warm_start`` a pair starts from the previous pair's flow carried forward along itself
+        (:func:`~rafttool.engine.warm_start.forward_project`). ``options`` go to :meth:`forward`.
+        """
+        previous: tuple[torch.Tensor, torch.Tensor] | None = None
+        flow_init = None
+        for frame in frames:
+            fmap = self.features(frame)
+            if previous is not None:
+                output = self(previous[0], frame, iters, flow_init=flow_init, features=(previous[1], fmap), **options)
+                flow_init = forward_project(output.low_res_flow) if warm_start else None
+                yield output
+            previous = (frame, fmap)
+
     def upsample(self, flow: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """1/8-resolution flow -> full resolution: learned convex combination or bilinear."""
         if self.mask_head is None:
             return upsample_bilinear(flow)
         return upsample_convex(flow, self.mask_head(hidden).float())
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """0..255 pixel values -> -1..1, the range the encoders were trained on."""
+    return 2 * (images / 255.0) - 1
+
+
+def converged(delta: torch.Tensor, tolerance: float) -> bool:
+    """Whether the last update moved every item's flow by < ``tolerance`` full-res px on average."""
+    moved = STRIDE * delta.detach().float().norm(dim=1).mean(dim=(1, 2))
+    return bool((moved < tolerance).all())
 
 
 def coordinate_grid(batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:

@@ -3,11 +3,18 @@
 Each iteration turns (correlation features, current flow) into motion features, feeds them with
 the frame-1 context into a GRU whose hidden state carries what earlier iterations learned, and
 reads a flow *offset* out of the hidden state: f_{k+1} = f_k + delta_f_k.
+
+``forward`` methods compute this the straightforward way (the reference). ``plan``/``step`` give
+the same result for less work: the context is the same in every iteration, so its share of the
+GRU's gate convolutions is computed once per pass, and the z and r gates share one convolution.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -41,6 +48,17 @@ class MotionEncoder(nn.Module):
         return torch.cat([fused, flow], dim=1)
 
 
+@dataclass
+class GRUPlan:
+    """One cell's gate weights regrouped for a forward pass, and the context's constant share."""
+
+    zr_weight: torch.Tensor
+    q_weight: torch.Tensor
+    context_zr: torch.Tensor
+    context_q: torch.Tensor
+    padding: tuple[int, int]
+
+
 class ConvGRUCell(nn.Module):
     """A GRU whose gates are convolutions, so the hidden state is a feature map."""
 
@@ -58,6 +76,34 @@ class ConvGRUCell(nn.Module):
         q = torch.tanh(self.convq(torch.cat([r * h, x], dim=1)))
         return (1 - z) * h + z * q
 
+    def plan(self, context: torch.Tensor) -> GRUPlan:
+        """Split the gate convolutions (a conv of a concatenation is the sum of the convs of its
+        parts) into the per-iteration share, over [h, motion], and the context's share plus biases."""
+        hidden, ctx = self.convz.out_channels, context.shape[1]
+
+        def per_iteration(weight: torch.Tensor) -> torch.Tensor:
+            return torch.cat([weight[:, :hidden], weight[:, hidden + ctx :]], dim=1)
+
+        convs = (self.convz, self.convr, self.convq)
+        context_weight = torch.cat([conv.weight[:, hidden : hidden + ctx] for conv in convs])
+        context_bias = torch.cat([conv.bias for conv in convs])
+        shares = F.conv2d(context, context_weight, context_bias, padding=self.convz.padding)
+        return GRUPlan(
+            zr_weight=torch.cat([per_iteration(self.convz.weight), per_iteration(self.convr.weight)]),
+            q_weight=per_iteration(self.convq.weight),
+            context_zr=shares[:, : 2 * hidden],
+            context_q=shares[:, 2 * hidden :],
+            padding=self.convz.padding,  # type: ignore[arg-type]
+        )
+
+    @staticmethod
+    def step(h: torch.Tensor, motion: torch.Tensor, plan: GRUPlan) -> torch.Tensor:
+        """``forward(h, cat([context, motion]))`` with the context's share taken from ``plan``."""
+        zr = F.conv2d(torch.cat([h, motion], dim=1), plan.zr_weight, padding=plan.padding)
+        z, r = zr.add_(plan.context_zr).sigmoid_().chunk(2, dim=1)
+        q = F.conv2d(torch.cat([r * h, motion], dim=1), plan.q_weight, padding=plan.padding)
+        return torch.lerp(h, q.add_(plan.context_q).tanh_(), z)
+
 
 class RecurrentUnit(nn.Module):
     """One or more GRU cells applied in turn.
@@ -73,6 +119,14 @@ class RecurrentUnit(nn.Module):
     def forward(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         for cell in self.cells:
             h = cell(h, x)
+        return h
+
+    def plan(self, context: torch.Tensor) -> list[GRUPlan]:
+        return [cell.plan(context) for cell in self.cells]
+
+    def step(self, h: torch.Tensor, motion: torch.Tensor, plans: list[GRUPlan]) -> torch.Tensor:
+        for cell, plan in zip(self.cells, plans):
+            h = cell.step(h, motion, plan)
         return h
 
 
@@ -130,4 +184,16 @@ class UpdateBlock(nn.Module):
         """Returns (new hidden state, flow offset, motion features)."""
         motion = self.motion_encoder(flow, corr)
         hidden = self.gru(hidden, torch.cat([context, motion], dim=1))
+        return hidden, self.flow_head(hidden), motion
+
+    def plan(self, context: torch.Tensor) -> list[GRUPlan]:
+        """Per-pass preparation for :meth:`step`; gradients flow through it to the weights."""
+        return self.gru.plan(context)
+
+    def step(
+        self, hidden: torch.Tensor, plans: list[GRUPlan], corr: torch.Tensor, flow: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` with the context prepared by :meth:`plan`."""
+        motion = self.motion_encoder(flow, corr)
+        hidden = self.gru.step(hidden, motion, plans)
         return hidden, self.flow_head(hidden), motion

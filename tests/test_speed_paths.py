@@ -1,0 +1,210 @@
+"""The fast paths compute what the straightforward ones do (no timing here: see benchmarks/)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rafttool.engine import correlation as corr_module
+from rafttool.engine.correlation import (
+    CorrelationPyramid,
+    OnDemandCorrelation,
+    build_correlation,
+    full_volume_bytes,
+)
+from rafttool.engine.encoders import InstanceNorm
+from rafttool.engine.model import build_model, coordinate_grid
+from rafttool.engine.reference import ReferenceCorrelation, as_reference, reference_forward
+from rafttool.engine.trace import Trace
+from rafttool.engine.warm_start import forward_project
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _features(batch: int = 2, channels: int = 16, height: int = 19, width: int = 23, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    fmap1 = torch.randn(batch, channels, height, width, generator=generator)
+    fmap2 = torch.randn(batch, channels, height, width, generator=generator)
+    return fmap1, fmap2
+
+
+def _coords(batch: int, height: int, width: int, seed: int = 1) -> torch.Tensor:
+    """Correspondences that exercise every case: inside, across borders, far outside, exact cells."""
+    generator = torch.Generator().manual_seed(seed)
+    coords = coordinate_grid(batch, height, width, torch.device("cpu"))
+    coords = coords + torch.randn(batch, 2, height, width, generator=generator) * 6
+    coords[:, :, 0, :4] = torch.tensor([[-0.5, 0.0, width - 1.0, width - 0.5], [0.0, -0.5, height - 0.5, height - 1.0]])
+    coords[:, :, 1, :4] = torch.tensor([[1e4, -1e4, 3.0, -9.25], [2.0, 5.0, 1e4, -1e4]])
+    coords[:, :, 2] = coords[:, :, 2].round()  # integer positions: zero interpolation weight on one side
+    return coords
+
+
+@pytest.mark.parametrize("radius", [3, 4])
+def test_gather_lookup_equals_grid_sample_on_every_level(radius):
+    fmap1, fmap2 = _features()
+    coords = _coords(2, 19, 23)
+    expected = ReferenceCorrelation(fmap1, fmap2, 4, radius)(coords)
+    actual = CorrelationPyramid(fmap1, fmap2, 4, radius)(coords)
+    assert actual.shape == expected.shape == (2, 4 * (2 * radius + 1) ** 2, 19, 23)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    # Far outside every level reads zero padding only.
+    assert actual[:, :, 1, :2].abs().max() == 0
+
+
+def test_levels_match_the_pooled_volume():
+    fmap1, fmap2 = _features()
+    reference = ReferenceCorrelation(fmap1, fmap2, 4, 4)
+    for stored in (CorrelationPyramid(fmap1, fmap2, 4, 4), OnDemandCorrelation(fmap1, fmap2, 4, 4)):
+        assert (stored.num_levels, stored.radius) == (4, 4)
+        for ours, theirs in zip(stored.levels, reference.levels):
+            assert ours.shape == theirs.shape
+            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("gather_bytes", [1, 50_000, 2**30], ids=["one-pixel-chunks", "uneven-chunks", "one-chunk"])
+def test_on_demand_correlation_equals_the_full_volume(gather_bytes):
+    fmap1, fmap2 = _features()
+    coords = _coords(2, 19, 23)
+    expected = CorrelationPyramid(fmap1, fmap2, 4, 3)(coords)
+    actual = OnDemandCorrelation(fmap1, fmap2, 4, 3, gather_bytes=gather_bytes)(coords)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_correlation_stays_fp32_under_autocast():
+    fmap1, fmap2 = _features()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        full = CorrelationPyramid(fmap1.bfloat16(), fmap2.bfloat16(), 4, 3)
+        on_demand = OnDemandCorrelation(fmap1.bfloat16(), fmap2.bfloat16(), 4, 3)
+        coords = _coords(2, 19, 23)
+        assert full.volume.dtype == torch.float32
+        assert full(coords).dtype == on_demand(coords).dtype == torch.float32
+
+
+def test_auto_mode_stores_the_volume_only_when_it_fits(monkeypatch):
+    fmap1, fmap2 = _features()
+    need = full_volume_bytes(2, 19, 23, 4)
+    monkeypatch.setattr(corr_module, "available_memory", lambda device: int(need / corr_module.MEMORY_FRACTION) + 1)
+    assert isinstance(build_correlation(fmap1, fmap2, 4, 3, "auto"), CorrelationPyramid)
+    monkeypatch.setattr(corr_module, "available_memory", lambda device: need)
+    assert isinstance(build_correlation(fmap1, fmap2, 4, 3, "auto"), OnDemandCorrelation)
+    assert isinstance(build_correlation(fmap1, fmap2, 4, 3, "full"), CorrelationPyramid)
+    with pytest.raises(ValueError, match="unknown correlation mode"):
+        build_correlation(fmap1, fmap2, 4, 3, "sparse")
+
+
+def _pair(height: int = 128, width: int = 168, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(batch, 3, height, width + 6, generator=generator) * 255
+    return image[..., 6:], image[..., :-6]
+
+
+def _model(size: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(size).eval()
+
+
+@pytest.mark.parametrize(("size", "corr_mode"), [("small", "full"), ("large", "full"), ("small", "on_demand")])
+def test_exact_fast_path_equals_the_reference_path(size, corr_mode):
+    model = _model(size)
+    image1, image2 = _pair()
+    iters = 12 if corr_mode == "full" else 4  # on demand: the lookup itself is compared above
+    with torch.inference_mode():
+        expected = reference_forward(as_reference(model), image1, image2, iters=iters)
+        actual = model(image1, image2, iters=iters, corr_mode=corr_mode, all_iterations=True)
+    assert actual.iterations_run == expected.iterations_run == iters
+    for ours, theirs in zip(actual.iterations, expected.iterations):
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+    torch.testing.assert_close(actual.low_res_flow, expected.low_res_flow, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_training_gradients_equal_the_reference_gradients(size):
+    """Same modules, both computations: gradients of a sequence loss agree to rounding."""
+    model = _model(size).train()
+    image1, image2 = _pair(batch=2)
+    weights = torch.randn(2, 2, 128, 168, generator=torch.Generator().manual_seed(5))
+
+    def gradients(output) -> dict[str, torch.Tensor]:
+        flows = output.iterations
+        model.zero_grad()
+        sum(0.8 ** (len(flows) - i) * (flow * weights).mean() for i, flow in enumerate(flows)).backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    expected = gradients(reference_forward(model, image1, image2, iters=3))
+    actual = gradients(model(image1, image2, iters=3, all_iterations=True))
+    assert set(actual) == set(expected) and len(actual) > 50
+    largest = max(g.abs().max() for g in expected.values())
+    for name in expected:  # some are zero up to rounding (biases before instance norm): absolute floor
+        scale = torch.maximum(expected[name].abs().max(), 1e-4 * largest)
+        assert (actual[name] - expected[name]).abs().max() <= 2e-3 * scale, name
+
+
+def test_instance_norm_is_torch_instance_norm_forward_and_backward():
+    x = (torch.randn(2, 8, 30, 40, generator=torch.Generator().manual_seed(0)) * 3 + 5).requires_grad_()
+    upstream = torch.randn(2, 8, 30, 40)
+    ours = InstanceNorm(8)(x)
+    (gradient,) = torch.autograd.grad((ours * upstream).sum(), x)
+    theirs = torch.nn.InstanceNorm2d(8)(x)
+    (expected,) = torch.autograd.grad((theirs * upstream).sum(), x)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(gradient, expected, atol=1e-5, rtol=1e-4)
+
+
+def _frozen_flow_head(model: torch.nn.Module) -> torch.nn.Module:
+    """A model whose update is exactly zero: the flow has converged from the first iteration."""
+    with torch.no_grad():
+        model.update_block.flow_head.conv2.weight.zero_()
+        model.update_block.flow_head.conv2.bias.zero_()
+    return model
+
+
+def test_adaptive_iterations_stop_once_the_update_is_below_tolerance():
+    model = _frozen_flow_head(_model("small"))
+    image1, image2 = _pair()
+    with torch.inference_mode():
+        assert model(image1, image2, iters=12, tolerance=0.01).iterations_run == 1
+        assert model(image1, image2, iters=12, tolerance=0.01, check_every=4).iterations_run == 4
+
+
+def test_adaptive_iterations_never_exceed_the_maximum():
+    model = _model("small")
+    image1, image2 = _pair()
+    with torch.inference_mode():
+        fixed = model(image1, image2, iters=5)
+        adaptive = model(image1, image2, iters=5, tolerance=1e-12)
+    assert adaptive.iterations_run == fixed.iterations_run == 5
+    torch.testing.assert_close(adaptive.flow, fixed.flow)
+
+
+def test_trace_keeps_the_correlation_with_its_levels():
+    model = _model("small")
+    image1, image2 = _pair()
+    for mode in ("full", "on_demand"):
+        trace = Trace()
+        with torch.inference_mode():
+            model(image1, image2, iters=2, trace=trace, corr_mode=mode)
+        correlation = trace.objects["correlation"]
+        assert (correlation.num_levels, correlation.radius) == (4, 3)
+        assert [tuple(level.shape) for level in correlation.levels] == [(16 * 21, 1, 16 // 2**i, 21 // 2**i) for i in range(4)]
+        assert len(trace.per_iteration["corr"]) == 2
+
+
+def test_a_sequence_encodes_each_frame_once_and_matches_pairwise_flow():
+    model = _model("small")
+    generator = torch.Generator().manual_seed(3)
+    strip = torch.rand(1, 3, 128, 180, generator=generator) * 255
+    frames = [strip[..., 6 * i : 6 * i + 160] for i in range(3)]
+    calls = []
+    handle = model.feature_encoder.register_forward_hook(lambda module, inputs, output: calls.append(output.shape[0]))
+    with torch.inference_mode():
+        cold = list(model.flow_sequence(iter(frames), iters=3, warm_start=False))
+        warm = list(model.flow_sequence(iter(frames), iters=3, warm_start=True))
+    handle.remove()
+    assert calls == [1] * 6  # three frames per pass, each encoded alone and once
+    with torch.inference_mode():
+        for i, output in enumerate(cold):
+            torch.testing.assert_close(output.flow, model(frames[i], frames[i + 1], iters=3).flow, atol=1e-4, rtol=0)
+        second = model(frames[1], frames[2], iters=3, flow_init=forward_project(warm[0].low_res_flow))
+    torch.testing.assert_close(warm[0].flow, cold[0].flow)
+    torch.testing.assert_close(warm[1].flow, second.flow, atol=1e-4, rtol=0)

@@ -7,6 +7,7 @@ first image to the second.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import time
@@ -19,7 +20,8 @@ from typing import Union
 import numpy as np
 import torch
 
-from rafttool.engine.model import RAFT, build_model
+from rafttool.engine.correlation import CorrMode, check_corr_mode
+from rafttool.engine.model import DEFAULT_TOLERANCE, RAFT, build_model
 from rafttool.engine.warm_start import forward_project
 from rafttool.engine.weights import LoadedWeights, bundled_weights, load_into, read_weights
 from rafttool.io.images import read_image, to_rgb_uint8
@@ -87,6 +89,13 @@ class FlowEngine:
     layout (its size wins over ``model``); without ``weights`` the bundled default is used.
     ``half`` runs the network in reduced precision (bf16 on CPU, fp16 on CUDA); the correlation
     volume and coordinates stay fp32.
+
+    ``iters`` is the most refinement iterations a pair gets: a pass stops early once an
+    iteration moves the flow by less than ``tolerance`` px on average (``tolerance=None`` always
+    runs ``iters``). ``corr_mode`` stores the correlation volume ('full'), computes it per lookup
+    ('on_demand', for frames too large for the volume) or picks by free memory ('auto').
+    ``compile`` runs the encoders and the update step through ``torch.compile``: worth its
+    start-up time (a minute or more per frame size) for long videos and on GPUs.
     """
 
     def __init__(
@@ -96,6 +105,9 @@ class FlowEngine:
         device: str = "auto",
         iters: int = 12,
         half: bool = False,
+        tolerance: float | None = DEFAULT_TOLERANCE,
+        corr_mode: CorrMode = "auto",
+        compile: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         loaded: LoadedWeights = read_weights(weights if weights is not None else bundled_weights(model))
@@ -103,6 +115,31 @@ class FlowEngine:
         self.model: RAFT = load_into(build_model(loaded.model), loaded).to(self.device).eval()
         self.iters = iters
         self.autocast_dtype = _half_dtype(self.device) if half else None
+        self.tolerance = tolerance
+        self.corr_mode = check_corr_mode(corr_mode)
+        # Testing for convergence reads the update back to the host: free on a CPU, a pipeline
+        # stall on a GPU, so there it is only done every few iterations.
+        self.check_every = 1 if self.device.type == "cpu" else 3
+        if compile:
+            self.model.compile_for_inference()
+        self._feature_cache: dict[bytes, torch.Tensor] = {}
+
+    def _options(self) -> dict:
+        """Keyword arguments of every forward pass."""
+        return {"tolerance": self.tolerance, "corr_mode": self.corr_mode, "check_every": self.check_every}
+
+    def _features(self, images: torch.Tensor, keys: list[bytes]) -> torch.Tensor:
+        """Feature maps of ``images``, computed only for those not in the last call's cache."""
+        missing = list(dict.fromkeys(key for key in keys if key not in self._feature_cache))
+        if missing:
+            computed = self.model.features(images[[keys.index(key) for key in missing]])
+            self._feature_cache.update(zip(missing, computed))
+        features = torch.stack([self._feature_cache[key] for key in keys])
+        self._feature_cache = {key: self._feature_cache[key] for key in keys}
+        return features
+
+    def _precision(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None)
 
     @property
     def model_name(self) -> str:
@@ -116,15 +153,23 @@ class FlowEngine:
         iters: int | None = None,
         flow_init: torch.Tensor | None = None,
     ) -> list[FlowResult]:
-        """Flow for a batch of pairs of equal size, in one forward pass."""
-        batch1 = torch.stack([_to_tensor(load_rgb(i)) for i in images1]).to(self.device)
-        batch2 = torch.stack([_to_tensor(load_rgb(i)) for i in images2]).to(self.device)
+        """Flow for a batch of pairs of equal size, in one forward pass.
+
+        A frame seen in the previous call (the shared frame of consecutive video pairs) reuses
+        the features computed then.
+        """
+        rgbs = [load_rgb(i) for i in [*images1, *images2]]
+        batch1 = torch.stack([_to_tensor(rgb) for rgb in rgbs[: len(images1)]]).to(self.device)
+        batch2 = torch.stack([_to_tensor(rgb) for rgb in rgbs[len(images1) :]]).to(self.device)
         if batch1.shape != batch2.shape:
             raise ValueError(
                 f"images differ in size: {batch1.shape[-1]}x{batch1.shape[-2]} vs {batch2.shape[-1]}x{batch2.shape[-2]}; resize them to match"
             )
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
-            output = self.model(batch1, batch2, iters=iters or self.iters, flow_init=flow_init)
+        with self._precision():
+            fmap1, fmap2 = self._features(torch.cat([batch1, batch2]), [_digest(rgb) for rgb in rgbs]).chunk(2)
+            output = self.model(
+                batch1, batch2, iters=iters or self.iters, flow_init=flow_init, features=(fmap1, fmap2), **self._options()
+            )
         flows = output.flow.float().permute(0, 2, 3, 1).cpu().numpy()
         return [
             FlowResult(flow=np.ascontiguousarray(f), low_res_flow=output.low_res_flow[i : i + 1], iterations_run=output.iterations_run)
@@ -207,6 +252,11 @@ def load_rgb(image: ImageLike) -> np.ndarray:
 
 def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float()
+
+
+def _digest(rgb: np.ndarray) -> bytes:
+    """A key that identifies a frame by its content."""
+    return hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16, person=repr(rgb.shape).encode()[:16]).digest()
 
 
 def _half_dtype(device: torch.device) -> torch.dtype:

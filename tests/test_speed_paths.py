@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from rafttool.api import FlowEngine
 from rafttool.engine import correlation as corr_module
 from rafttool.engine.correlation import (
     CorrelationPyramid,
@@ -13,10 +15,11 @@ from rafttool.engine.correlation import (
     full_volume_bytes,
 )
 from rafttool.engine.encoders import InstanceNorm
-from rafttool.engine.model import build_model, coordinate_grid
+from rafttool.engine.model import DEFAULT_TOLERANCE, build_model, coordinate_grid
 from rafttool.engine.reference import ReferenceCorrelation, as_reference, reference_forward
 from rafttool.engine.trace import Trace
 from rafttool.engine.warm_start import forward_project
+from rafttool.engine.weights import save_weights
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -208,3 +211,17 @@ def test_a_sequence_encodes_each_frame_once_and_matches_pairwise_flow():
         second = model(frames[1], frames[2], iters=3, flow_init=forward_project(warm[0].low_res_flow))
     torch.testing.assert_close(warm[0].flow, cold[0].flow)
     torch.testing.assert_close(warm[1].flow, second.flow, atol=1e-4, rtol=0)
+
+
+def test_engine_adapts_iterations_by_default_and_reuses_a_video_frame_s_features(tmp_path):
+    save_weights(tmp_path / "w.pt", _frozen_flow_head(_model("small")))
+    engine = FlowEngine(weights=tmp_path / "w.pt", device="cpu")
+    fixed = FlowEngine(weights=tmp_path / "w.pt", device="cpu", tolerance=None, iters=3)
+    assert (engine.tolerance, engine.iters) == (DEFAULT_TOLERANCE, 12)
+    frames = [np.random.default_rng(i).integers(0, 255, (128, 136, 3), dtype=np.uint8) for i in range(3)]
+    encoded = []
+    engine.model.feature_encoder.register_forward_hook(lambda module, inputs, output: encoded.append(output.shape[0]))
+    pairs = list(engine.estimate_sequence(frames))
+    assert encoded == [2, 1]  # the second pair computes only its new frame
+    assert [p.result.iterations_run for p in pairs] == [1, 1]  # converged at once
+    assert fixed.estimate_batch(frames[:1], frames[1:2])[0].iterations_run == 3

@@ -255,11 +255,16 @@ def available_memory(device: torch.device) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def choose_corr_mode(mode: str, batch: int, height: int, width: int, num_levels: int, device: torch.device) -> str:
-    """'full' or 'on_demand' for a pass; 'auto' stores the volume only where it fits the budget."""
+def check_corr_mode(mode: str) -> CorrMode:
+    """``mode`` if it names a correlation mode, else a ValueError saying which ones exist."""
     if mode not in CORR_MODES:
         raise ValueError(f"unknown correlation mode {mode!r}: use one of {', '.join(CORR_MODES)}")
-    if mode != "auto":
+    return mode  # type: ignore[return-value]
+
+
+def choose_corr_mode(mode: str, batch: int, height: int, width: int, num_levels: int, device: torch.device) -> str:
+    """'full' or 'on_demand' for a pass; 'auto' stores the volume only where it fits the budget."""
+    if check_corr_mode(mode) != "auto":
         return mode
     fits = full_volume_bytes(batch, height, width, num_levels) <= MEMORY_FRACTION * available_memory(device)
     return "full" if fits else "on_demand"

@@ -21,6 +21,7 @@ import torch
 
 from rafttool.data.datasets import detect_datasets
 from rafttool.engine.model import RAFT, converged
+from rafttool.engine.padding import STRIDE
 from rafttool.engine.trace import Trace
 from rafttool.engine.weights import model_from_weights
 from rafttool.evaluate import evaluate_family
@@ -28,15 +29,17 @@ from rafttool.evaluate import evaluate_family
 TOLERANCES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 
 
-def run_pair(model: RAFT, image1: np.ndarray, image2: np.ndarray, max_iters: int) -> tuple[list[np.ndarray], list[torch.Tensor]]:
+def run_pair(
+    model: RAFT, image1: np.ndarray, image2: np.ndarray, max_iters: int, half: bool
+) -> tuple[list[np.ndarray], list[torch.Tensor]]:
     """Every iteration's full-resolution flow (H, W, 2) and low-resolution update."""
     def tensor(rgb: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
 
     trace = Trace()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
         output = model(tensor(image1), tensor(image2), iters=max_iters, all_iterations=True, trace=trace)
-    flows = [f[0].permute(1, 2, 0).numpy() for f in output.iterations]
+    flows = [f[0].float().permute(1, 2, 0).numpy() for f in output.iterations]
     return flows, trace.per_iteration["delta"]
 
 
@@ -55,6 +58,7 @@ def main() -> None:
     parser.add_argument("--max-iters", type=int, default=12)
     parser.add_argument("--check-every", type=int, default=1)
     parser.add_argument("--tolerances", type=float, nargs="+", default=list(TOLERANCES))
+    parser.add_argument("--half", action="store_true", help="run the network in bf16 (the correlation stays fp32)")
     parser.add_argument("--json", type=Path, help="also write the table here")
     args = parser.parse_args()
 
@@ -66,7 +70,7 @@ def main() -> None:
     def runs(image1: np.ndarray, image2: np.ndarray) -> tuple[list[np.ndarray], list[torch.Tensor]]:
         key = hashlib.sha1(image1.tobytes() + image2.tobytes()).hexdigest()
         if key not in cache:
-            cache[key] = run_pair(model, image1, image2, args.max_iters)
+            cache[key] = run_pair(model, image1, image2, args.max_iters, args.half)
         return cache[key]
 
     rows = []
@@ -85,8 +89,11 @@ def main() -> None:
         row["mean iterations"] = float(np.mean(used))
         rows.append(row)
         print(json.dumps(row), flush=True)
+    updates = np.array([[float(STRIDE * d.norm(dim=1).mean()) for d in deltas] for _, deltas in cache.values()])
+    profile = {"median update px per iteration": [round(float(u), 3) for u in np.median(updates, axis=0)]}
+    print(json.dumps(profile))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        args.json.write_text(json.dumps({"tolerances": rows, **profile}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,9 @@ def test_auto_mode_stores_the_volume_only_when_it_fits(monkeypatch):
     monkeypatch.setattr(corr_module, "available_memory", lambda device: need)
     assert isinstance(build_correlation(fmap1, fmap2, 4, 3, "auto"), OnDemandCorrelation)
     assert isinstance(build_correlation(fmap1, fmap2, 4, 3, "full"), CorrelationPyramid)
+    monkeypatch.setattr(corr_module, "available_memory", lambda device: 100 * need)
+    monkeypatch.setattr(corr_module, "CPU_FULL_VOLUME_BYTES", need // 2 - 1)  # too slow to build on a CPU
+    assert isinstance(build_correlation(fmap1, fmap2, 4, 3, "auto"), OnDemandCorrelation)
     with pytest.raises(ValueError, match="unknown correlation mode"):
         build_correlation(fmap1, fmap2, 4, 3, "sparse")
 

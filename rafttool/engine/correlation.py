@@ -34,7 +34,14 @@ CORR_MODES: tuple[str, ...] = ("auto", "full", "on_demand")
 MEMORY_FRACTION = 0.5
 """'auto' stores the full volume only if it takes at most this share of the free memory: the
 rest of the pass (encoders at full resolution, the update block, the caller's frames) needs room
-too, and the on-demand lookup is not much slower (see README, Performance)."""
+too."""
+
+CPU_FULL_VOLUME_BYTES = 3 * 2**29
+"""On a CPU, 'auto' computes lookups on demand once one pair's volume would exceed 1.5 GiB, even
+where it fits: building the volume grows with the square of the frame area and reading it
+scattered over gigabytes is slow, so on demand is faster from about 1600x900 on (RAFT-small,
+12 iterations: 11.8 s vs 14.3 s at 1600x900, 2.5 GiB; 17 s vs 32 s at 1920x1080; the volume
+still wins at 1280x720, 1.0 GiB: 4.6 s vs 6.8 s; see README, Performance)."""
 
 GATHER_BYTES = 4 * 2**20
 """Size of the neighbourhood features one on-demand lookup gathers at a time: about a core's
@@ -266,8 +273,10 @@ def choose_corr_mode(mode: str, batch: int, height: int, width: int, num_levels:
     """'full' or 'on_demand' for a pass; 'auto' stores the volume only where it fits the budget."""
     if check_corr_mode(mode) != "auto":
         return mode
-    fits = full_volume_bytes(batch, height, width, num_levels) <= MEMORY_FRACTION * available_memory(device)
-    return "full" if fits else "on_demand"
+    per_pair = full_volume_bytes(1, height, width, num_levels)
+    if device.type == "cpu" and per_pair > CPU_FULL_VOLUME_BYTES:
+        return "on_demand"
+    return "full" if batch * per_pair <= MEMORY_FRACTION * available_memory(device) else "on_demand"
 
 
 def build_correlation(

@@ -1,0 +1,57 @@
+"""The weights we ship: they load by default and reach accuracy that random weights cannot.
+
+These are the few tests that run the real network on real frames; the bounds sit well below
+what random or broken weights give (tens of pixels) and a little above what the shipped weights
+measure (weights/README.md), so they fail if the file is damaged or mismatched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rafttool.api import FlowEngine
+from rafttool.data.datasets import find_sintel
+from rafttool.data.stereo import motorcycle_pair
+from rafttool.engine.weights import bundled_weights, read_weights
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+pytestmark = pytest.mark.slow
+
+# Measured with weights/raft-small.pt (step 2200): motorcycle 10.0 px, Sintel clean alley_1 7.2 px.
+# Seeded random RAFT-small weights give 35.1 and 11.3 px; zero flow 34.3 and 3.0 px.
+MOTORCYCLE_EPE_BOUND = 15.0
+SINTEL_ALLEY_EPE_BOUND = 9.0
+
+
+@pytest.fixture(scope="module")
+def engine() -> FlowEngine:
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    return FlowEngine(model="small", device="cpu", iters=12)
+
+
+def _epe(flow: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> float:
+    return float(np.linalg.norm(flow - np.nan_to_num(gt), axis=2)[valid].mean())
+
+
+def test_default_small_weights_ship_with_their_recipe():
+    weights = read_weights(bundled_weights("small"))
+    assert weights.layout == "rafttool" and weights.model == "small"
+    assert weights.metadata["steps"] > 0 and "recipe" in weights.metadata
+
+
+def test_real_stereo_pair_from_scikit_image(engine):
+    pair = motorcycle_pair()
+    flow = engine.estimate(pair["image1"], pair["image2"])
+    assert _epe(flow, pair["flow"], pair["valid"]) < MOTORCYCLE_EPE_BOUND
+
+
+@pytest.mark.skipif(not (SHARED / "sintel").is_dir(), reason="../shared/data is not beside this checkout")
+def test_sintel_pair(engine):
+    sample = next(s for s in find_sintel(SHARED / "sintel") if s.split_name == "sintel-clean" and s.sequence == "alley_1")
+    data = sample.load()
+    flow = engine.estimate(data["image1"], data["image2"])
+    assert _epe(flow, data["flow"], data["valid"]) < SINTEL_ALLEY_EPE_BOUND

@@ -45,6 +45,7 @@ def train_command(
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the one-cycle schedule.")] = 4e-4,
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast (slower than fp32 on some CPUs: measure).")] = False,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data-generation processes.")] = 1,
+    threads: Annotated[int, typer.Option("--threads", min=0, help="Torch threads (0: torch's default); 1 on busy machines.")] = 0,
     init_weights: Annotated[Optional[Path], typer.Option("--init-weights", help="Start from these weights (fine-tuning).")] = None,
     validate_on: Annotated[Optional[Path], typer.Option("--validate-on", help="Folder of real pairs with GT to monitor.")] = None,
     validate_every: Annotated[int, typer.Option("--validate-every", min=1)] = 500,
@@ -65,7 +66,7 @@ def train_command(
         height, width = _parse_crop(crop)
         config = TrainConfig(
             run_dir=str(run_dir), data=data, model=model.value, steps=steps, batch_size=batch_size,
-            height=height, width=width, iters=iters, lr=lr, bf16=bf16, workers=workers,
+            height=height, width=width, iters=iters, lr=lr, bf16=bf16, workers=workers, threads=threads,
             init_weights=str(init_weights) if init_weights else None,
             validation_data=str(validate_on) if validate_on else None, validate_every=validate_every,
         )  # fmt: skip

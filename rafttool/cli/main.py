@@ -11,9 +11,7 @@ from typing import Annotated
 import typer
 
 from rafttool import __version__
-from rafttool.cli import flow_cmd, info_cmd, video_cmd, viz_cmd
-from rafttool.cli import inspect_cmd
-from rafttool.cli import bench_cmd, eval_cmd
+from rafttool.cli import bench_cmd, eval_cmd, flow_cmd, info_cmd, inspect_cmd, train_cmd, video_cmd, viz_cmd
 
 app = typer.Typer(
     name="raft",
@@ -49,6 +47,8 @@ app.command("info", epilog=info_cmd.EXAMPLES)(info_cmd.info)
 app.command("inspect", epilog=inspect_cmd.EXAMPLES)(inspect_cmd.inspect)
 app.command("eval", epilog=eval_cmd.EXAMPLES)(eval_cmd.evaluate)
 app.command("bench", epilog=bench_cmd.EXAMPLES)(bench_cmd.bench)
+app.command("train", epilog=train_cmd.TRAIN_EXAMPLES)(train_cmd.train_command)
+app.command("export", epilog=train_cmd.EXPORT_EXAMPLES)(train_cmd.export_command)
 
 if __name__ == "__main__":
     app()

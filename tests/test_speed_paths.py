@@ -228,3 +228,13 @@ def test_engine_adapts_iterations_by_default_and_reuses_a_video_frame_s_features
     assert encoded == [2, 1]  # the second pair computes only its new frame
     assert [p.result.iterations_run for p in pairs] == [1, 1]  # converged at once
     assert fixed.estimate_batch(frames[:1], frames[1:2])[0].iterations_run == 3
+
+
+def test_on_demand_correlation_has_the_full_volume_s_gradient():
+    fmap1, fmap2 = (f.requires_grad_() for f in _features())
+    coords = _coords(2, 19, 23)
+    upstream = torch.randn(2, 4 * 49, 19, 23, generator=torch.Generator().manual_seed(2))
+    expected = torch.autograd.grad((CorrelationPyramid(fmap1, fmap2, 4, 3)(coords) * upstream).sum(), (fmap1, fmap2))
+    actual = torch.autograd.grad((OnDemandCorrelation(fmap1, fmap2, 4, 3, gather_bytes=50_000)(coords) * upstream).sum(), (fmap1, fmap2))
+    for ours, theirs in zip(actual, expected):
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)

@@ -146,7 +146,8 @@ class RAFT(nn.Module):
         ``trace`` receives the intermediate tensors (features, correlation, per-iteration state).
 
         ``corr_mode`` stores the correlation volume ('full'), computes it per lookup
-        ('on_demand', for large frames) or picks by free memory ('auto'). With a ``tolerance``
+        ('on_demand', for large frames) or picks one ('auto': by free memory and, on a CPU, by
+        which is faster; see :func:`~rafttool.engine.correlation.choose_corr_mode`). With a ``tolerance``
         (full-resolution pixels) the loop stops once an iteration moves the flow by less than
         that on average in every batch item: ``iters`` is then the most it runs. The test reads
         the update back to the host, so on a GPU it runs only every ``check_every`` iterations.

@@ -81,5 +81,24 @@ def test_a_killed_run_resumes_with_identical_state(tmp_path):
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
     for a, b in zip(resumed.optimizer.state_dict()["state"].values(), straight.optimizer.state_dict()["state"].values()):
         torch.testing.assert_close(a["exp_avg"], b["exp_avg"], rtol=0, atol=0)
+    for key, value in straight.ema.items():
+        torch.testing.assert_close(resumed.ema[key], value, rtol=0, atol=0)
     assert resumed.scheduler.state_dict()["last_epoch"] == straight.scheduler.state_dict()["last_epoch"]
     assert asdict(resumed.config) == asdict(straight.config) | {"run_dir": str(tmp_path / "killed")}
+
+
+def test_the_weight_average_follows_the_model_and_is_what_export_ships(tmp_path):
+    from rafttool.engine.weights import read_weights
+    from rafttool.train.trainer import export_checkpoint
+
+    trainer = Trainer(TrainConfig(run_dir=str(tmp_path), steps=3, ema_decay=0.9, **TINY), _dataset())
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    key = "update_block.flow_head.conv2.weight"
+    current, average = trainer.model.state_dict()[key], trainer.ema[key]
+    # The average lies strictly between the start and the current weights (it lags the model).
+    assert not torch.equal(average, current) and not torch.equal(average, start[key])
+    assert (average - start[key]).norm() < (current - start[key]).norm()
+    export_checkpoint(tmp_path, tmp_path / "out.pt")
+    shipped = read_weights(tmp_path / "out.pt").state_dict
+    torch.testing.assert_close(shipped[key], average, rtol=0, atol=0)

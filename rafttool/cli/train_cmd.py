@@ -46,6 +46,8 @@ def train_command(
     bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast (slower than fp32 on some CPUs: measure).")] = False,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data-generation processes.")] = 1,
     threads: Annotated[int, typer.Option("--threads", min=0, help="Torch threads (0: torch's default); 1 on busy machines.")] = 0,
+    ema_decay: Annotated[float, typer.Option("--ema-decay", min=0.0, max=0.99999, help="Decay of the weight average that is validated and exported (0: off).")] = 0.999,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sample stream and initialisation; use a new one per stage.")] = 1234,
     init_weights: Annotated[Optional[Path], typer.Option("--init-weights", help="Start from these weights (fine-tuning).")] = None,
     validate_on: Annotated[Optional[Path], typer.Option("--validate-on", help="Folder of real pairs with GT to monitor.")] = None,
     validate_every: Annotated[int, typer.Option("--validate-every", min=1)] = 500,
@@ -67,7 +69,7 @@ def train_command(
         config = TrainConfig(
             run_dir=str(run_dir), data=data, model=model.value, steps=steps, batch_size=batch_size,
             height=height, width=width, iters=iters, lr=lr, bf16=bf16, workers=workers, threads=threads,
-            init_weights=str(init_weights) if init_weights else None,
+            ema_decay=ema_decay, seed=seed, init_weights=str(init_weights) if init_weights else None,
             validation_data=str(validate_on) if validate_on else None, validate_every=validate_every,
         )  # fmt: skip
     columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())

@@ -51,6 +51,7 @@ class TrainConfig:
     workers: int = 1
     threads: int = 0
     seed: int = 1234
+    ema_decay: float = 0.999  # weights averaged over ~1/(1-decay) steps are validated and shipped; 0: off
     init_weights: str | None = None
     checkpoint_seconds: float = 300.0
     log_every: int = 10
@@ -132,6 +133,7 @@ class Trainer:
             cycle_momentum=False,
             anneal_strategy="linear",
         )
+        self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if config.ema_decay else None
         self.step = 0
         self.elapsed = 0.0
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
@@ -147,6 +149,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
         self.elapsed = state.get("elapsed", 0.0)
+        if self.ema is not None:
+            self.ema = state.get("ema") or {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         _set_rng_state(state["rng"])
 
     def save_checkpoint(self) -> None:
@@ -159,6 +163,8 @@ class Trainer:
             "rng": _rng_state(),
             "config": asdict(self.config),
         }
+        if self.ema is not None:
+            state["ema"] = self.ema
         with atomic_write(self.checkpoint_path) as temp:
             torch.save(state, temp)
 
@@ -185,15 +191,37 @@ class Trainer:
         metrics["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip))
         if math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"]):
             self.optimizer.step()
+            self._update_average()
         self.scheduler.step()
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         return metrics
 
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """Exponential moving average of the weights: single steps swing real-data EPE widely."""
+        if self.ema is None:
+            return
+        # Short memory at first, so the average is not dominated by the initial weights.
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        for key, value in self.model.state_dict().items():
+            if value.is_floating_point():
+                self.ema[key].lerp_(value, 1.0 - decay)
+            else:
+                self.ema[key].copy_(value)
+
+    def evaluation_model(self) -> RAFT:
+        """The model that validation sees and export ships: the weight average when kept."""
+        if self.ema is None:
+            return self.model
+        model = build_model(self.config.model)
+        model.load_state_dict(self.ema)
+        return model
+
     def validate(self) -> dict[str, float]:
-        self.model.eval()
+        model = self.evaluation_model().eval()
         results: dict[str, float] = {"step": self.step}
         for validator in self.validators:
-            results.update(validator(self.model))
+            results.update(validator(model))
         with open(self.run_dir / "validation.jsonl", "a") as log:
             log.write(json.dumps(results) + "\n")
         return results
@@ -232,6 +260,6 @@ def export_checkpoint(run_dir: str | os.PathLike, output: str | os.PathLike, met
     config = TrainConfig.load(run_dir)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     model = build_model(config.model)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state.get("ema") or state["model"])
     header = {"steps": state["step"], "train_seconds": round(state.get("elapsed", 0.0)), "recipe": asdict(config)}
     save_weights(output, model, header | dict(metadata or {}))

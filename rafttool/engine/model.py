@@ -42,6 +42,9 @@ class RAFTConfig:
     gru_kernels: tuple[tuple[int, int], ...]
     flow_head_width: int
     convex_upsampling: bool
+    # Inference layout of the encoders. oneDNN runs RAFT-large's 64-channel half-resolution
+    # stages ~1.2x faster channels-last; RAFT-small's narrow ones run slower that way.
+    encoder_channels_last: bool = False
 
 
 LARGE = RAFTConfig(
@@ -60,6 +63,7 @@ LARGE = RAFTConfig(
     gru_kernels=((1, 5), (5, 1)),
     flow_head_width=256,
     convex_upsampling=True,
+    encoder_channels_last=True,
 )
 
 SMALL = RAFTConfig(
@@ -109,8 +113,9 @@ class RAFT(nn.Module):
         super().__init__()
         self.config = config
         block = config.encoder_block
-        self.feature_encoder = Encoder(config.feature_widths, block, "instance")  # type: ignore[arg-type]
-        self.context_encoder = Encoder(config.context_widths, block, config.context_norm)  # type: ignore[arg-type]
+        layout = config.encoder_channels_last
+        self.feature_encoder = Encoder(config.feature_widths, block, "instance", layout)  # type: ignore[arg-type]
+        self.context_encoder = Encoder(config.context_widths, block, config.context_norm, layout)  # type: ignore[arg-type]
         corr_channels = config.corr_levels * (2 * config.corr_radius + 1) ** 2
         self.update_block = UpdateBlock(
             corr_channels=corr_channels,

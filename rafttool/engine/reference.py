@@ -16,15 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rafttool.engine.encoders import InstanceNorm
+from rafttool.engine.encoders import Encoder, InstanceNorm
 from rafttool.engine.model import RAFT, FlowOutput, coordinate_grid, normalize
 from rafttool.engine.padding import Padding, check_input_size
 
 
 def as_reference(model: RAFT) -> RAFT:
-    """A copy of ``model`` whose encoders normalise with ``nn.InstanceNorm2d``, as the original."""
+    """A copy of ``model`` whose encoders run as the original's: both frames in one batch, in
+    the default layout, normalised with ``nn.InstanceNorm2d``."""
     reference = copy.deepcopy(model)
     for module in reference.modules():
+        if isinstance(module, Encoder):
+            module.channels_last = module.frame_by_frame = False
         for name, child in module.named_children():
             if isinstance(child, InstanceNorm):
                 setattr(module, name, nn.InstanceNorm2d(child.num_features, eps=child.eps))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +153,39 @@ def _next_name(number: str, template: str) -> str:
     return template.format(f"{int(number) + 1:0{len(number)}d}")
 
 
+def _numbered_pairs(
+    gt_dir: Path,
+    gt_name: re.Pattern[str],
+    frames_dir: Path,
+    frame_name: str,
+    *,
+    family: str,
+    split_name: str,
+    sequence: str,
+) -> Iterator[FlowSample]:
+    """Frames N -> N+1 of ``frames_dir`` for each GT file in ``gt_dir`` that ``gt_name`` matches (group 1 is N).
+
+    ``frame_name`` is a frame's file name with ``{}`` for N. A pair is kept only when both frames
+    exist, because the data we get often has neighbouring frames without GT or GT without frames.
+    """
+    frames = _names(frames_dir)
+    for flow_name in sorted(_names(gt_dir)):
+        match = gt_name.fullmatch(flow_name)
+        if match is None:
+            continue
+        number = match.group(1)
+        first, second = frame_name.format(number), _next_name(number, frame_name)
+        if first in frames and second in frames:
+            yield FlowSample(
+                image1_path=frames_dir / first,
+                image2_path=frames_dir / second,
+                flow_path=gt_dir / flow_name,
+                family=family,
+                split_name=split_name,
+                sequence=sequence,
+            )
+
+
 # --------------------------------------------------------------------------- MPI-Sintel
 
 _SINTEL_FLOW = re.compile(r"frame_(\d+)\.flo")
@@ -174,28 +207,21 @@ def find_sintel(root: str | os.PathLike[str]) -> list[FlowSample]:
     for training in _dataset_roots(Path(root), _is_sintel_training):
         for sequence_dir in _subdirs(training / "flow"):
             sequence = sequence_dir.name
-            flows = sorted(n for n in _names(sequence_dir) if _SINTEL_FLOW.fullmatch(n))
-            occlusions = _names(training / "occlusions" / sequence)
-            invalids = _names(training / "invalid" / sequence)
+            occlusions_dir, invalid_dir = training / "occlusions" / sequence, training / "invalid" / sequence
+            occlusions, invalids = _names(occlusions_dir), _names(invalid_dir)
             for pass_name in SINTEL_PASSES:
                 frames_dir = training / pass_name / sequence
-                frames = _names(frames_dir)
-                for flow_name in flows:
-                    number = _SINTEL_FLOW.fullmatch(flow_name).group(1)
-                    first = f"frame_{number}.png"
-                    second = _next_name(number, "frame_{}.png")
-                    if first not in frames or second not in frames:
-                        continue
+                pairs = _numbered_pairs(
+                    sequence_dir, _SINTEL_FLOW, frames_dir, "frame_{}.png",
+                    family="sintel", split_name=f"sintel-{pass_name}", sequence=sequence,
+                )
+                for sample in pairs:
+                    first = sample.image1_path.name
                     samples.append(
-                        FlowSample(
-                            image1_path=frames_dir / first,
-                            image2_path=frames_dir / second,
-                            flow_path=sequence_dir / flow_name,
-                            family="sintel",
-                            split_name=f"sintel-{pass_name}",
-                            sequence=sequence,
-                            occlusion_path=training / "occlusions" / sequence / first if first in occlusions else None,
-                            invalid_path=training / "invalid" / sequence / first if first in invalids else None,
+                        replace(
+                            sample,
+                            occlusion_path=occlusions_dir / first if first in occlusions else None,
+                            invalid_path=invalid_dir / first if first in invalids else None,
                         )
                     )
     return _sorted(samples)
@@ -308,25 +334,12 @@ def find_things(root: str | os.PathLike[str]) -> list[FlowSample]:
     for things in _dataset_roots(Path(root), _is_things_root):
         for flow_dir in sorted((things / "optical_flow").glob("*/*/*/into_future/left")):
             sequence = flow_dir.relative_to(things / "optical_flow").parents[1].as_posix()
-            flows = sorted(n for n in _names(flow_dir) if _THINGS_FLOW.fullmatch(n))
             for pass_name in THINGS_PASSES:
                 frames_dir = things / f"frames_{pass_name}pass" / sequence / "left"
-                frames = _names(frames_dir)
-                for flow_name in flows:
-                    number = _THINGS_FLOW.fullmatch(flow_name).group(1)
-                    first = f"{number}.png"
-                    second = _next_name(number, "{}.png")
-                    if first in frames and second in frames:
-                        samples.append(
-                            FlowSample(
-                                image1_path=frames_dir / first,
-                                image2_path=frames_dir / second,
-                                flow_path=flow_dir / flow_name,
-                                family="things",
-                                split_name=f"things-{pass_name}",
-                                sequence=sequence,
-                            )
-                        )
+                samples += _numbered_pairs(
+                    flow_dir, _THINGS_FLOW, frames_dir, "{}.png",
+                    family="things", split_name=f"things-{pass_name}", sequence=sequence,
+                )
     return _sorted(samples)
 
 
@@ -380,25 +393,10 @@ def find_middlebury(root: str | os.PathLike[str]) -> list[FlowSample]:
     for middlebury in _dataset_roots(Path(root), _is_middlebury_root):
         for gt_dir in _subdirs(middlebury / "other-gt-flow"):
             frames_dir = middlebury / "other-data" / gt_dir.name
-            frames = _names(frames_dir)
-            for gt_name in sorted(_names(gt_dir)):
-                match = _MIDDLEBURY_GT.fullmatch(gt_name)
-                if match is None:
-                    continue
-                number = match.group(1)
-                first = f"frame{number}.png"
-                second = _next_name(number, "frame{}.png")
-                if first in frames and second in frames:
-                    samples.append(
-                        FlowSample(
-                            image1_path=frames_dir / first,
-                            image2_path=frames_dir / second,
-                            flow_path=gt_dir / gt_name,
-                            family="middlebury",
-                            split_name="middlebury",
-                            sequence=gt_dir.name,
-                        )
-                    )
+            samples += _numbered_pairs(
+                gt_dir, _MIDDLEBURY_GT, frames_dir, "frame{}.png",
+                family="middlebury", split_name="middlebury", sequence=gt_dir.name,
+            )
     return _sorted(samples)
 
 

@@ -21,15 +21,17 @@ from rafttool.cli.common import (
     DebugOption,
     HalfOption,
     JsonOption,
+    MethodOption,
     ModelOption,
     ModelSize,
     QuietOption,
     Reporter,
     UsageProblem,
     WeightsOption,
+    check_one_stdout_format,
+    parse_methods,
     reports_errors,
 )
-from rafttool.cli.eval_cmd import MethodOption, parse_methods
 from rafttool.cli.tables import markdown_table, rich_table
 from rafttool.engine.padding import check_input_size
 from rafttool.engine.weights import NoBundledWeightsError, bundled_weights
@@ -158,8 +160,7 @@ def bench(
     debug: DebugOption = False,
 ) -> None:
     """Latency, throughput and peak memory per size, batch, iteration count, device and precision."""
-    if json and markdown:
-        raise UsageProblem("choose one of --json and --markdown")
+    check_one_stdout_format(json, markdown)
     methods = parse_methods(method)
     if "raft" in methods:
         _check_weights(model, weights, random_weights)

@@ -30,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
 from rich.text import Text
 
 from rafttool.api import FlowEngine
+from rafttool.baselines import canonical_name
 from rafttool.io.flowfile import SUPPORTED_WRITE_EXTENSIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -85,6 +86,24 @@ DebugOption = Annotated[
     bool,
     typer.Option("--debug", help="Show the full traceback of an error.", rich_help_panel=OUTPUT_PANEL),
 ]
+MethodOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--method", "-m", help="raft or an OpenCV baseline (dis, dis-fast, farneback, tvl1, ...); repeatable.", show_default="raft"),
+]
+
+
+def parse_methods(methods: list[str] | None) -> list[str]:
+    """--method values as canonical names, duplicates dropped, in the order given ('raft' when none)."""
+    try:
+        return list(dict.fromkeys(canonical_name(m) for m in methods or ["raft"]))
+    except ValueError as error:
+        raise UsageProblem(f"--method: {error}") from None
+
+
+def check_one_stdout_format(json: bool, markdown: bool) -> None:
+    """--json and --markdown both fill stdout; mixed, neither could be parsed."""
+    if json and markdown:
+        raise UsageProblem("choose one of --json and --markdown")
 
 
 def load_engine(model: ModelSize, weights: Path | None, device: str, iters: int, half: bool) -> FlowEngine:

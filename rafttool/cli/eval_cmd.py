@@ -14,21 +14,24 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from rafttool.baselines import METHOD_NAMES, BaselineUnavailable, canonical_name, make_baseline
+from rafttool.baselines import METHOD_NAMES, BaselineUnavailable, make_baseline
 from rafttool.cli.common import (
     DebugOption,
     DeviceOption,
     HalfOption,
     ItersOption,
     JsonOption,
+    MethodOption,
     ModelOption,
     ModelSize,
     QuietOption,
     Reporter,
     UsageProblem,
     WeightsOption,
+    check_one_stdout_format,
     ensure_folder,
     load_engine,
+    parse_methods,
     reports_errors,
 )
 from rafttool.cli.tables import markdown_table, rich_table
@@ -154,20 +157,6 @@ def _error_writer(folder: Path) -> Callable[[str, FlowSample, dict, np.ndarray, 
     return write
 
 
-def parse_methods(methods: list[str] | None) -> list[str]:
-    """--method values as canonical names, duplicates dropped, in the order given ('raft' when none)."""
-    try:
-        return list(dict.fromkeys(canonical_name(m) for m in methods or ["raft"]))
-    except ValueError as error:
-        raise UsageProblem(f"--method: {error}") from None
-
-
-MethodOption = Annotated[
-    Optional[list[str]],
-    typer.Option("--method", "-m", help="raft or an OpenCV baseline (dis, dis-fast, farneback, tvl1, ...); repeatable.", show_default="raft"),
-]
-
-
 @reports_errors
 def evaluate(
     dataset: Annotated[Path, typer.Argument(metavar="DATASET_DIR", help="Dataset folder (official layouts) or list file of 'img1 img2 gt' lines.", show_default=False)],
@@ -191,8 +180,7 @@ def evaluate(
     debug: DebugOption = False,
 ) -> None:
     """End-point error, outlier rates and Fl of RAFT and OpenCV baselines on flow benchmarks."""
-    if json and markdown:
-        raise UsageProblem("choose one of --json and --markdown")
+    check_one_stdout_format(json, markdown)
     names = parse_methods(method)
     reporter = Reporter(quiet, json)
     splits = select_splits(detect_datasets(dataset), families, max_pairs)

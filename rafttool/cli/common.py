@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -232,6 +232,15 @@ def check_writable(path: Path) -> None:
         raise ValueError(f"cannot write '{path}': it is a folder")
     if not os.access(folder, os.W_OK):
         raise ValueError(f"cannot write '{path}': permission denied")
+
+
+def prepare_outputs(files: list[Path], inputs: set[Path], folders: Iterable[Path] = ()) -> None:
+    """Create the output folders and make sure every output file can be written, before any work is done."""
+    for folder in folders:
+        ensure_folder(folder)
+    check_distinct(files, inputs)
+    for path in files:
+        check_writable(path)
 
 
 def check_distinct(outputs: list[Path], inputs: set[Path]) -> None:

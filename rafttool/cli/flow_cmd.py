@@ -30,13 +30,11 @@ from rafttool.cli.common import (
     Reporter,
     UsageProblem,
     WeightsOption,
-    check_distinct,
     check_flow_extension,
     check_image_extension,
-    check_writable,
-    ensure_folder,
     load_engine,
     names_file,
+    prepare_outputs,
     reports_errors,
 )
 from rafttool.engine.padding import InputSizeError, check_input_size
@@ -189,16 +187,6 @@ def _plan(
     return jobs
 
 
-def _prepare_outputs(jobs: list[Job], folders: list[Path]) -> None:
-    """Create output folders and make sure every output can be written, before any work is done."""
-    for folder in folders:
-        ensure_folder(folder)
-    outputs = [path for job in jobs for path in job.files()]
-    check_distinct(outputs, {p for job in jobs for p in (job.image1, job.image2)})
-    for path in outputs:
-        check_writable(path)
-
-
 def _load_pairs(jobs: list[Job], resize: bool, with_backward: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Image pairs for the network (B->A after A->B when asked), sizes checked with file names."""
     read = functools.lru_cache(maxsize=4)(read_image)  # consecutive frames share an image
@@ -306,7 +294,11 @@ def flow(
     side = {"viz": viz, "warp": warp, "occlusion": occlusion}
     jobs = _plan(inputs or [], pairs, output, flow_format, backward, side)
     named_folders = [output, *side.values()] if output != STDOUT else list(side.values())
-    _prepare_outputs(jobs, [Path(p) for p in named_folders if p is not None and not names_file(Path(p))])
+    prepare_outputs(
+        [path for job in jobs for path in job.files()],
+        {path for job in jobs for path in (job.image1, job.image2)},
+        [Path(p) for p in named_folders if p is not None and not names_file(Path(p))],
+    )
 
     reporter = Reporter(quiet, json)
     engine = load_engine(model, weights, device, iters, half)

@@ -19,10 +19,9 @@ from rafttool.cli.common import (
     Reporter,
     UsageProblem,
     WeightsOption,
-    check_distinct,
-    check_writable,
     ensure_folder,
     load_engine,
+    prepare_outputs,
     reports_errors,
 )
 from rafttool.inspect import PixelError, capture, check_inputs, parse_pixel, to_json, write_report
@@ -74,9 +73,7 @@ def inspect(
     except PixelError as error:
         raise UsageProblem(str(error)) from None
     json_file = None if json_path in (None, STDOUT) else Path(json_path)
-    if json_file is not None:
-        check_distinct([json_file], {image1, image2})
-        check_writable(json_file)
+    prepare_outputs([json_file] if json_file is not None else [], {image1, image2})
     if output is not None:
         ensure_folder(output)
 

@@ -13,11 +13,9 @@ from rafttool.cli.common import (
     QuietOption,
     Reporter,
     UsageProblem,
-    check_distinct,
     check_image_extension,
-    check_writable,
-    ensure_folder,
     names_file,
+    prepare_outputs,
     reports_errors,
 )
 from rafttool.flowops import warp_backward
@@ -90,11 +88,7 @@ def viz(
     if arrows is not None and len(flows) > 1:
         raise UsageProblem("--arrows draws one flow over its image; give a single flow file")
     targets = _viz_targets(flows, output)
-    if output is not None and not names_file(output):
-        ensure_folder(output)
-    check_distinct(targets, set(flows))
-    for target in targets:
-        check_writable(target)
+    prepare_outputs(targets, set(flows), [output] if output is not None and not names_file(output) else [])
 
     reporter = Reporter(quiet)
     background = read_image(arrows) if arrows is not None else None
@@ -131,9 +125,7 @@ def warp(
     targets = [target] + ([mask] if mask is not None else [])
     for path, option in zip(targets, ("-o", "--mask")):
         check_image_extension(path, option)
-    check_distinct(targets, {image, flow})
-    for path in targets:
-        check_writable(path)
+    prepare_outputs(targets, {image, flow})
 
     picture, field = read_image(image), read_flow(flow)
     if picture.shape[:2] != field.shape[:2]:

@@ -133,7 +133,7 @@ class Trainer:
             cycle_momentum=False,
             anneal_strategy="linear",
         )
-        self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if config.ema_decay else None
+        self.ema: dict[str, torch.Tensor] | None = None
         self.step = 0
         self.elapsed = 0.0
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
@@ -141,6 +141,8 @@ class Trainer:
             self._resume()
         else:
             (self.run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        if config.ema_decay and self.ema is None:  # a new run, or one checkpointed before averaging existed
+            self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def _resume(self) -> None:
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
@@ -149,8 +151,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
         self.elapsed = state.get("elapsed", 0.0)
-        if self.ema is not None:
-            self.ema = state.get("ema") or {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.config.ema_decay:
+            self.ema = state.get("ema")
         _set_rng_state(state["rng"])
 
     def save_checkpoint(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,7 +39,7 @@ def train_command(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Folder of the run: config, checkpoint, logs.")] = Path("runs/raft-small"),
     data: Annotated[str, typer.Option("--data", help="'synthetic', or a folder of standard datasets with GT.")] = "synthetic",
     model: ModelOption = ModelSize.small,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Total optimizer steps of the schedule.")] = 6000,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Total optimizer steps of the schedule [default: 6000]; on a resumed run, its new length.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 6,
     crop: Annotated[str, typer.Option("--crop", help="Training crop HEIGHTxWIDTH.")] = "192x256",
     iters: Annotated[int, typer.Option("--iters", min=1, help="Refinement iterations while training.")] = 8,
@@ -58,16 +59,20 @@ def train_command(
 
     A checkpoint (model, optimizer, schedule, step, RNG state) is rewritten every few minutes;
     metrics go to RUN_DIR/metrics.jsonl and validation results to RUN_DIR/validation.jsonl.
-    When RUN_DIR already holds a run, its saved settings are used and the options are ignored.
+    When RUN_DIR already holds a run, its saved settings are used and the other options are
+    ignored, except --steps, which lengthens or shortens the run (the schedule is re-planned).
     """
     reporter = Reporter(quiet=quiet)
     if (run_dir / "config.json").exists():
         config = TrainConfig.load(run_dir)
         reporter.note(f"resuming the run in '{run_dir}' with its saved settings")
+        if steps is not None and steps != config.steps:
+            reporter.note(f"changing the run's length from {config.steps} to {steps} steps")
+            config = replace(config, steps=steps)
     else:
         height, width = _parse_crop(crop)
         config = TrainConfig(
-            run_dir=str(run_dir), data=data, model=model.value, steps=steps, batch_size=batch_size,
+            run_dir=str(run_dir), data=data, model=model.value, steps=steps or 6000, batch_size=batch_size,
             height=height, width=width, iters=iters, lr=lr, bf16=bf16, workers=workers, threads=threads,
             ema_decay=ema_decay, seed=seed, init_weights=str(init_weights) if init_weights else None,
             validation_data=str(validate_on) if validate_on else None, validate_every=validate_every,

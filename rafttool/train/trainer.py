@@ -125,14 +125,7 @@ class Trainer:
         if config.init_weights:
             load_into(self.model, read_weights(config.init_weights))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=1e-8)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer,
-            max_lr=config.lr,
-            total_steps=config.steps + 100,
-            pct_start=config.warmup_fraction,
-            cycle_momentum=False,
-            anneal_strategy="linear",
-        )
+        self.scheduler = self._one_cycle(done_steps=0)
         self.ema: dict[str, torch.Tensor] | None = None
         self.step = 0
         self.elapsed = 0.0
@@ -144,12 +137,28 @@ class Trainer:
         if config.ema_decay and self.ema is None:  # a new run, or one checkpointed before averaging existed
             self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
+    def _one_cycle(self, done_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+        """The one-cycle schedule of ``config.steps``, positioned after ``done_steps`` steps."""
+        return torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer,
+            max_lr=self.config.lr,
+            total_steps=self.config.steps + 100,
+            pct_start=self.config.warmup_fraction,
+            cycle_momentum=False,
+            anneal_strategy="linear",
+            last_epoch=done_steps - 1,
+        )
+
     def _resume(self) -> None:
         state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
+        if state["scheduler"]["total_steps"] == self.scheduler.total_steps:
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:  # the run was given a new length: re-plan the schedule from where it stands
+            self.scheduler = self._one_cycle(done_steps=self.step)
+            (self.run_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
         self.elapsed = state.get("elapsed", 0.0)
         if self.config.ema_decay:
             self.ema = state.get("ema")

@@ -39,7 +39,7 @@ def train_command(
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Folder of the run: config, checkpoint, logs.")] = Path("runs/raft-small"),
     data: Annotated[str, typer.Option("--data", help="'synthetic', or a folder of standard datasets with GT.")] = "synthetic",
     model: ModelOption = ModelSize.small,
-    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Total optimizer steps of the schedule [default: 6000]; on a resumed run, its new length.", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Total optimizer steps of the schedule (6000 for a new run); on a resumed run, its new length.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 6,
     crop: Annotated[str, typer.Option("--crop", help="Training crop HEIGHTxWIDTH.")] = "192x256",
     iters: Annotated[int, typer.Option("--iters", min=1, help="Refinement iterations while training.")] = 8,

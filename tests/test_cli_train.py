@@ -23,24 +23,32 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 def test_train_then_resume_then_export(tmp_path):
     run = tmp_path / "run"
     args = ["train", "--run-dir", str(run), "--steps", "2", "--batch-size", "1", "--crop", "128x128", "--iters", "1", "--workers", "0", "-q"]
-    first = runner.invoke(app, args)
+    first = runner.invoke(app, args + ["--synthetic", "max_layers=5", "--synthetic", "low-contrast-prob=0.5"])
     assert first.exit_code == 0, first.output
-    assert json.loads((run / "config.json").read_text())["steps"] == 2
+    config = json.loads((run / "config.json").read_text())
+    assert config["steps"] == 2 and config["synthetic"] == {"max_layers": 5, "low_contrast_prob": 0.5}
     assert len((run / "metrics.jsonl").read_text().splitlines()) >= 1
 
     again = runner.invoke(app, ["train", "--run-dir", str(run)])
     assert again.exit_code == 0 and "resuming" in again.output
+    longer = runner.invoke(app, ["train", "--run-dir", str(run), "--steps", "3"])
+    assert longer.exit_code == 0 and "from 2 to 3 steps" in longer.output
+    assert json.loads((run / "config.json").read_text())["steps"] == 3
 
     exported = runner.invoke(app, ["export", str(run), str(tmp_path / "w.pt")])
     assert exported.exit_code == 0, exported.output
     info = runner.invoke(app, ["info", str(tmp_path / "w.pt"), "--json"])
     record = json.loads(info.stdout)
-    assert "small" in json.dumps(record) and '"steps": 2' in json.dumps(record)
+    assert "small" in json.dumps(record) and '"steps": 3' in json.dumps(record)
 
 
 def test_bad_crop_and_missing_run_are_one_line_errors(tmp_path):
     bad = runner.invoke(app, ["train", "--run-dir", str(tmp_path / "r"), "--crop", "100x100"])
     assert bad.exit_code == 2 and "multiples of 8" in bad.output and "Traceback" not in bad.output
+    for setting, message in (("colour=red", "KEY one of"), ("max_layers=many", "not a valid value for max_layers")):
+        bad = runner.invoke(app, ["train", "--run-dir", str(tmp_path / "r"), "--synthetic", setting])
+        assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output, bad.output
+    assert not (tmp_path / "r").exists()
     missing = runner.invoke(app, ["export", str(tmp_path / "nothing"), str(tmp_path / "w.pt")])
     assert missing.exit_code == 1 and "no checkpoint" in missing.output
     assert not (tmp_path / "w.pt").exists()

@@ -45,8 +45,8 @@ def _visible(sample: dict[str, np.ndarray], band: int = 2) -> tuple[np.ndarray, 
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"driving_prob": 1.0}, {"driving_prob": 0.0, "zoom_prob": 1.0}],
-    ids=["default", "driving", "zoom"],
+    [{}, {"driving_prob": 1.0}, {"driving_prob": 0.0, "zoom_prob": 1.0}, {"low_contrast_prob": 1.0}],
+    ids=["default", "driving", "zoom", "low-contrast"],
 )
 def test_warping_frame2_with_gt_flow_reproduces_frame1(overrides: dict[str, float]) -> None:
     ds = SyntheticFlowDataset(_geometric(**overrides), seed=1)
@@ -155,3 +155,15 @@ def test_texture_bank_kinds_and_forbidden_photos() -> None:
     assert TextureBank("photos").photo_fraction == 1.0
     with pytest.raises(ValueError):
         TextureBank("noise")
+
+
+def test_low_contrast_textures_are_faint_and_off_by_default() -> None:
+    assert SyntheticFlowConfig().low_contrast_prob == 0.0
+    spreads = {}
+    for prob in (0.0, 1.0):
+        bank, rng = TextureBank("photos+procedural", low_contrast_prob=prob), np.random.default_rng(5)
+        pixels = [bank.sample(rng, 64, 64).sample(np.eye(3), 64, 64) for _ in range(12)]
+        spreads[prob] = (np.median([p.std() for p in pixels]), np.median([p.mean() for p in pixels]))
+    (normal_std, _), (faint_std, faint_mean) = spreads[0.0], spreads[1.0]
+    assert faint_std < 0.45 * normal_std
+    assert 15.0 <= faint_mean <= 140.0

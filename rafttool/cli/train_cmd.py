@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rafttool.cli.common import DebugOption, ModelOption, ModelSize, QuietOption, Reporter, UsageProblem, reports_errors
 from rafttool.train.run import last_validation, train
+from rafttool.train.synthetic import SyntheticFlowConfig
 from rafttool.train.trainer import TrainConfig, export_checkpoint
 
 TRAIN_EXAMPLES = """
@@ -20,6 +21,8 @@ Examples:
 
   raft train --run-dir runs/small                        # synthetic data, resumable
   raft train --run-dir runs/small                        # again: continues from the last checkpoint
+  raft train --run-dir runs/small --steps 8000           # continue it for longer (the schedule is re-planned)
+  raft train --run-dir runs/dim --synthetic low_contrast_prob=0.3 --synthetic max_layers=16
   raft train --run-dir runs/ft --data ~/datasets/Sintel --init-weights weights/raft-small.pt --lr 1e-4
 """
 
@@ -32,6 +35,33 @@ def _parse_crop(text: str) -> tuple[int, int]:
     if height % 8 or width % 8 or min(height, width) < 128:
         raise UsageProblem(f"--crop {text}: both sides must be multiples of 8 and at least 128")
     return height, width
+
+
+_GENERATOR_FIXED = ("height", "width", "length", "debug")  # set by --crop, or not for training
+
+
+def _parse_generator_settings(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` strings -> synthetic-generator settings, typed like the defaults."""
+    defaults = {k: v for k, v in asdict(SyntheticFlowConfig()).items() if k not in _GENERATOR_FIXED}
+    settings: dict[str, object] = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if key not in defaults or not text:
+            raise UsageProblem(f"--synthetic '{item}': expected KEY=VALUE with KEY one of {', '.join(defaults)}")
+        default = defaults[key]
+        try:
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                settings[key] = text.lower() in ("true", "1")
+            elif isinstance(default, tuple):
+                settings[key] = tuple(float(v) for v in text.split(","))
+            else:
+                settings[key] = type(default)(text)
+        except ValueError:
+            raise UsageProblem(f"--synthetic '{item}': {text!r} is not a valid value for {key} (default {default!r})") from None
+    return settings
 
 
 @reports_errors
@@ -52,6 +82,10 @@ def train_command(
     init_weights: Annotated[Optional[Path], typer.Option("--init-weights", help="Start from these weights (fine-tuning).")] = None,
     validate_on: Annotated[Optional[Path], typer.Option("--validate-on", help="Folder of real pairs with GT to monitor.")] = None,
     validate_every: Annotated[int, typer.Option("--validate-every", min=1)] = 500,
+    synthetic: Annotated[
+        Optional[list[str]],
+        typer.Option("--synthetic", help="Generator setting KEY=VALUE, repeatable (e.g. max_layers=16); see SyntheticFlowConfig.", show_default=False),
+    ] = None,
     quiet: QuietOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -71,11 +105,13 @@ def train_command(
             config = replace(config, steps=steps)
     else:
         height, width = _parse_crop(crop)
+        generator = _parse_generator_settings(synthetic or [])
         config = TrainConfig(
             run_dir=str(run_dir), data=data, model=model.value, steps=steps or 6000, batch_size=batch_size,
             height=height, width=width, iters=iters, lr=lr, bf16=bf16, workers=workers, threads=threads,
             ema_decay=ema_decay, seed=seed, init_weights=str(init_weights) if init_weights else None,
             validation_data=str(validate_on) if validate_on else None, validate_every=validate_every,
+            synthetic=generator,
         )  # fmt: skip
     columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
     with Progress(*columns, console=reporter.console, disable=quiet) as bar:

@@ -55,6 +55,7 @@ class SyntheticFlowConfig:
     displacement_scale: float = 1.0  # multiplies every sampled translation / zoom
     textures: str = "photos+procedural"  # or "photos" / "procedural"
     photo_fraction: float = 0.6
+    low_contrast_prob: float = 0.0  # textures faded to 5-40% contrast, dark to mid grey
     driving_prob: float = 0.15  # ground plane + walls under forward motion (KITTI-like)
     zoom_prob: float = 0.15  # background zoom with a mild homography
     relative_motion_prob: float = 0.5  # object motion composed with the background's
@@ -203,7 +204,7 @@ class SyntheticFlowDataset(Dataset):
     def __init__(self, config: SyntheticFlowConfig | None = None, seed: int = 0) -> None:
         self.config = config or SyntheticFlowConfig()
         self.seed = seed
-        self.textures = TextureBank(self.config.textures, self.config.photo_fraction)
+        self.textures = TextureBank(self.config.textures, self.config.photo_fraction, self.config.low_contrast_prob)
         h, w = self.config.height, self.config.width
         self._ys, self._xs = np.mgrid[0:h, 0:w].astype(np.float32)
 

@@ -243,6 +243,20 @@ def _rgb_colour(rng: np.random.Generator) -> np.ndarray:
     return np.column_stack([contrast * m, np.full(3, offset)])
 
 
+def _low_contrast(rng: np.random.Generator, texture: Texture) -> Texture:
+    """The texture faded to 5-40% of its contrast around a dark-to-middle grey level.
+
+    Real scenes are full of dim, nearly flat surfaces (shadowed ground, cloth, night sky) whose
+    motion must come from their faint texture and edges, not be borrowed from a bright neighbour.
+    """
+    gain = float(np.exp(rng.uniform(np.log(0.05), np.log(0.4))))
+    level = rng.uniform(15.0, 140.0)
+    linear, offset = texture.colour[:, :-1], texture.colour[:, -1]
+    mean = linear.sum(axis=1) * 127.5 + offset  # the colour of a mid-grey source pixel
+    colour = np.column_stack([gain * linear, gain * (offset - mean) + level])
+    return Texture(texture.image, texture.to_image, colour)
+
+
 def _rotation(angle: float) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
@@ -302,7 +316,7 @@ class TextureBank:
     scikit-image every draw is procedural.
     """
 
-    def __init__(self, kinds: str = "photos+procedural", photo_fraction: float = 0.6) -> None:
+    def __init__(self, kinds: str = "photos+procedural", photo_fraction: float = 0.6, low_contrast_prob: float = 0.0) -> None:
         parts = set(kinds.split("+"))
         if not parts <= {"photos", "procedural"}:
             raise ValueError(f"unknown texture kinds {kinds!r}")
@@ -312,6 +326,7 @@ class TextureBank:
         elif parts == {"procedural"}:
             photo_fraction = 0.0
         self.photo_fraction = photo_fraction if self.photos else 0.0
+        self.low_contrast_prob = low_contrast_prob
 
     def sample(self, rng: np.random.Generator, height: int, width: int, margin: int = 0) -> Texture:
         """A texture for the local region [0, width) x [0, height).
@@ -320,12 +335,16 @@ class TextureBank:
         into view is fresh rather than a mirror image of what is already there.
         """
         if rng.random() < self.photo_fraction:
-            return self._photo(rng, height, width)
-        h, w = height + 2 * margin, width + 2 * margin
-        funcs, weights = zip(*_PROCEDURAL)
-        func = funcs[rng.choice(len(funcs), p=np.asarray(weights))]
-        colour = np.column_stack([np.eye(3), np.zeros(3)])
-        return Texture(func(rng, h, w), _translation(margin, margin), colour)
+            texture = self._photo(rng, height, width)
+        else:
+            h, w = height + 2 * margin, width + 2 * margin
+            funcs, weights = zip(*_PROCEDURAL)
+            func = funcs[rng.choice(len(funcs), p=np.asarray(weights))]
+            colour = np.column_stack([np.eye(3), np.zeros(3)])
+            texture = Texture(func(rng, h, w), _translation(margin, margin), colour)
+        if self.low_contrast_prob and rng.random() < self.low_contrast_prob:
+            texture = _low_contrast(rng, texture)
+        return texture
 
     def _photo(self, rng: np.random.Generator, height: int, width: int) -> Texture:
         pyramid = self.photos[int(rng.integers(len(self.photos)))]

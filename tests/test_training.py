@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -85,6 +86,9 @@ def test_a_killed_run_resumes_with_identical_state(tmp_path):
         torch.testing.assert_close(resumed.ema[key], value, rtol=0, atol=0)
     assert resumed.scheduler.state_dict()["last_epoch"] == straight.scheduler.state_dict()["last_epoch"]
     assert asdict(resumed.config) == asdict(straight.config) | {"run_dir": str(tmp_path / "killed")}
+    # The log holds each step once: the killed run's record of step 4 was dropped and redone.
+    logged = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4, 5, 6]
 
 
 def test_the_weight_average_follows_the_model_and_is_what_export_ships(tmp_path):

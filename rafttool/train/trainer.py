@@ -163,6 +163,19 @@ class Trainer:
         if self.config.ema_decay:
             self.ema = state.get("ema")
         _set_rng_state(state["rng"])
+        for log in ("metrics.jsonl", "validation.jsonl"):
+            self._forget_records_after(self.run_dir / log, self.step)
+
+    @staticmethod
+    def _forget_records_after(path: Path, step: int) -> None:
+        """Drop log records of steps a killed run made after its last checkpoint: they will be redone."""
+        if not path.exists():
+            return
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        if len(kept) < len(lines):
+            with atomic_write(path) as temp:
+                temp.write_text("".join(line + "\n" for line in kept))
 
     def save_checkpoint(self) -> None:
         state = {

@@ -111,15 +111,15 @@ def test_the_weight_average_follows_the_model_and_is_what_export_ships(tmp_path)
 def test_a_resumed_run_given_a_new_length_replans_its_schedule(tmp_path):
     run_dir = str(tmp_path / "run")
     Trainer(TrainConfig(run_dir=run_dir, steps=3, checkpoint_seconds=0.0, **TINY), _dataset()).run()
-    shortened = Trainer(TrainConfig(run_dir=run_dir, steps=5, **TINY), _dataset())
-    assert shortened.step == 3 and TrainConfig.load(run_dir).steps == 5
+    lengthened = Trainer(TrainConfig(run_dir=run_dir, steps=5, **TINY), _dataset())
+    assert lengthened.step == 3 and TrainConfig.load(run_dir).steps == 5
 
     planned = Trainer(TrainConfig(run_dir=str(tmp_path / "planned"), steps=5, **TINY), _dataset())
     for _ in range(3):
         planned.optimizer.step()
         planned.scheduler.step()
-    assert shortened.scheduler.total_steps == planned.scheduler.total_steps
-    assert shortened.scheduler.get_last_lr() == planned.scheduler.get_last_lr()
-    assert shortened.optimizer.param_groups[0]["lr"] == planned.optimizer.param_groups[0]["lr"]
-    shortened.run()
-    assert shortened.step == 5
+    assert lengthened.scheduler.total_steps == planned.scheduler.total_steps
+    assert lengthened.scheduler.get_last_lr() == planned.scheduler.get_last_lr()
+    assert lengthened.optimizer.param_groups[0]["lr"] == planned.optimizer.param_groups[0]["lr"]
+    lengthened.run()
+    assert lengthened.step == 5

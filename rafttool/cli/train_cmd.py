@@ -107,7 +107,7 @@ def train_command(
         height, width = _parse_crop(crop)
         generator = _parse_generator_settings(synthetic or [])
         config = TrainConfig(
-            run_dir=str(run_dir), data=data, model=model.value, steps=steps or 6000, batch_size=batch_size,
+            run_dir=str(run_dir), data=data, model=model.value, steps=steps or TrainConfig.steps, batch_size=batch_size,
             height=height, width=width, iters=iters, lr=lr, bf16=bf16, workers=workers, threads=threads,
             ema_decay=ema_decay, seed=seed, init_weights=str(init_weights) if init_weights else None,
             validation_data=str(validate_on) if validate_on else None, validate_every=validate_every,

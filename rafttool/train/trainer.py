@@ -133,9 +133,13 @@ class Trainer:
         if self.checkpoint_path.exists():
             self._resume()
         else:
-            (self.run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+            self._save_config()
         if config.ema_decay and self.ema is None:  # a new run, or one checkpointed before averaging existed
             self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _save_config(self) -> None:
+        """Write the settings a resume reads back (:meth:`TrainConfig.load`)."""
+        (self.run_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
 
     def _one_cycle(self, done_steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
         """The one-cycle schedule of ``config.steps``, positioned after ``done_steps`` steps."""
@@ -158,7 +162,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         else:  # the run was given a new length: re-plan the schedule from where it stands
             self.scheduler = self._one_cycle(done_steps=self.step)
-            (self.run_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2))
+            self._save_config()
         self.elapsed = state.get("elapsed", 0.0)
         if self.config.ema_decay:
             self.ema = state.get("ema")

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rafttool.api import resolve_device
 from rafttool.engine.model import DEFAULT_TOLERANCE, RAFT, FlowOutput, build_model
 from rafttool.engine.reference import as_reference, reference_forward
 from rafttool.engine.weights import model_from_weights
@@ -61,16 +62,19 @@ def load_model(size: str, weights: str | None) -> RAFT:
     return model.eval()
 
 
-def timed(run: Callable[[], FlowOutput]) -> tuple[FlowOutput, float, float]:
+def timed(run: Callable[[], FlowOutput], device: torch.device) -> tuple[FlowOutput, float, float]:
+    """Wall and process CPU time of one run; GPU work is waited for, so it is counted."""
     wall, cpu = time.perf_counter(), time.process_time()
     output = run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return output, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def benchmark(
     size: str, weights: str | None, image1: torch.Tensor, image2: torch.Tensor, iters: int, repeats: int, half: bool
 ) -> None:
-    model = load_model(size, weights)
+    model = load_model(size, weights).to(image1.device)
     reference = as_reference(model)
     paths: dict[str, Callable[[], FlowOutput]] = {
         "reference": lambda: reference_forward(reference, image1, image2, iters),
@@ -93,11 +97,12 @@ def benchmark(
             outputs[name] = run()
         for _ in range(repeats):
             for name, run in paths.items():
-                outputs[name], wall, cpu = timed(run)
+                outputs[name], wall, cpu = timed(run, image1.device)
                 times[name].append((wall, cpu))
 
     label = f"RAFT-{size}" + ("" if weights else " (random weights)")
-    print(f"\n{label}, {image1.shape[-1]}x{image1.shape[-2]}, max {iters} iterations, {torch.get_num_threads()} threads, median of {repeats}")
+    where = torch.cuda.get_device_name(image1.device) if image1.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n{label}, {image1.shape[-1]}x{image1.shape[-2]}, max {iters} iterations, {where}, median of {repeats}")
     print(f"{'path':<10} {'wall s':>7} {'cpu s':>7} {'x wall':>7} {'x cpu':>7} {'iters':>5} {'max |d| px':>11} {'mean |d| px':>12}")
     ref_wall = statistics.median(t[0] for t in times["reference"])
     ref_cpu = statistics.median(t[1] for t in times["reference"])
@@ -122,11 +127,14 @@ def main() -> None:
     parser.add_argument("--weights-large", help="trained RAFT-large weights (enables the default path)")
     parser.add_argument("--weights-small", help="trained RAFT-small weights (enables the default path)")
     parser.add_argument("--half", action="store_true", help="also time reduced precision")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.split("x"))
     image1, image2, what = frames(args.data, width, height)
+    device = resolve_device(args.device)
+    image1, image2 = image1.to(device), image2.to(device)
     print(f"frames: {what}")
     for size in args.models:
         benchmark(size, getattr(args, f"weights_{size}"), image1, image2, args.iters, args.repeats, args.half)

@@ -123,3 +123,20 @@ def test_a_resumed_run_given_a_new_length_replans_its_schedule(tmp_path):
     assert lengthened.optimizer.param_groups[0]["lr"] == planned.optimizer.param_groups[0]["lr"]
     lengthened.run()
     assert lengthened.step == 5
+
+
+def test_a_time_budget_fits_the_schedule_to_the_measured_speed(tmp_path, monkeypatch):
+    from rafttool.train import trainer as trainer_module
+
+    # Few timed steps, so that calibration ends well inside the budget on a slow machine too.
+    monkeypatch.setattr(trainer_module, "BUDGET_WARMUP_STEPS", 1)
+    monkeypatch.setattr(trainer_module, "BUDGET_TIMED_STEPS", 3)
+    trainer = Trainer(TrainConfig(run_dir=str(tmp_path), steps=10**6, checkpoint_seconds=1e9, **TINY), _dataset())
+    trainer.run(time_budget=3.0)
+    replanned = TrainConfig.load(tmp_path).steps
+    # Re-planned to a length the budget allows, and stopped at it or at the budget's end.
+    assert 4 < replanned < 10**6
+    assert 4 <= trainer.step <= replanned
+    assert trainer.scheduler.total_steps == replanned + 100
+    # The schedule is positioned where the run stands: fully annealed only at its planned end.
+    assert trainer.scheduler.last_epoch == trainer.step

@@ -11,7 +11,8 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from rafttool.cli.common import DebugOption, ModelOption, ModelSize, QuietOption, Reporter, UsageProblem, reports_errors
+from rafttool.api import resolve_device
+from rafttool.cli.common import DebugOption, DeviceOption, ModelOption, ModelSize, QuietOption, Reporter, UsageProblem, reports_errors
 from rafttool.train.run import last_validation, train
 from rafttool.train.synthetic import SyntheticFlowConfig
 from rafttool.train.trainer import TrainConfig, export_checkpoint
@@ -22,6 +23,7 @@ Examples:
   raft train --run-dir runs/small                        # synthetic data, resumable
   raft train --run-dir runs/small                        # again: continues from the last checkpoint
   raft train --run-dir runs/small --steps 8000           # continue it for longer (the schedule is re-planned)
+  raft train --run-dir runs/gpu --device cuda --bf16 --batch-size 12 --minutes 30   # schedule fitted to 30 minutes
   raft train --run-dir runs/dim --synthetic low_contrast_prob=0.3 --synthetic max_layers=16
   raft train --run-dir runs/ft --data ~/datasets/Sintel --init-weights weights/raft-small.pt --lr 1e-4
 """
@@ -82,6 +84,14 @@ def train_command(
     init_weights: Annotated[Optional[Path], typer.Option("--init-weights", help="Start from these weights (fine-tuning).")] = None,
     validate_on: Annotated[Optional[Path], typer.Option("--validate-on", help="Folder of real pairs with GT to monitor.")] = None,
     validate_every: Annotated[int, typer.Option("--validate-every", min=1)] = 500,
+    minutes: Annotated[
+        float,
+        typer.Option("--minutes", min=0.0, help="Train this long: after a few timed steps the schedule is re-planned to end then (0: use --steps).", show_default=False),
+    ] = 0.0,
+    checkpoint_minutes: Annotated[
+        float, typer.Option("--checkpoint-minutes", min=0.0, help="Minutes between checkpoints: what a kill can lose at most.")
+    ] = TrainConfig.checkpoint_seconds / 60,
+    device: DeviceOption = "auto",
     synthetic: Annotated[
         Optional[list[str]],
         typer.Option("--synthetic", help="Generator setting KEY=VALUE, repeatable (e.g. max_layers=16); see SyntheticFlowConfig.", show_default=False),
@@ -94,9 +104,11 @@ def train_command(
     A checkpoint (model, optimizer, schedule, step, RNG state) is rewritten every few minutes;
     metrics go to RUN_DIR/metrics.jsonl and validation results to RUN_DIR/validation.jsonl.
     When RUN_DIR already holds a run, its saved settings are used and the other options are
-    ignored, except --steps, which lengthens or shortens the run (the schedule is re-planned).
+    ignored, except --steps, which lengthens or shortens the run (the schedule is re-planned),
+    and --minutes and --device, which are this invocation's.
     """
     reporter = Reporter(quiet=quiet)
+    torch_device = resolve_device(device)
     if (run_dir / "config.json").exists():
         config = TrainConfig.load(run_dir)
         reporter.note(f"resuming the run in '{run_dir}' with its saved settings")
@@ -111,16 +123,16 @@ def train_command(
             height=height, width=width, iters=iters, lr=lr, bf16=bf16, workers=workers, threads=threads,
             ema_decay=ema_decay, seed=seed, init_weights=str(init_weights) if init_weights else None,
             validation_data=str(validate_on) if validate_on else None, validate_every=validate_every,
-            synthetic=generator,
+            checkpoint_seconds=60.0 * checkpoint_minutes, synthetic=generator,
         )  # fmt: skip
     columns = (TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
     with Progress(*columns, console=reporter.console, disable=quiet) as bar:
         task = bar.add_task("train", total=config.steps, status="")
 
         def show(step: int, total: int, metrics: dict[str, float]) -> None:
-            bar.update(task, completed=step, status=f"loss {metrics['loss']:.2f}  epe {metrics['epe']:.2f}  {metrics['seconds']:.2f} s/step")
+            bar.update(task, completed=step, total=total, status=f"loss {metrics['loss']:.2f}  epe {metrics['epe']:.2f}  {metrics['seconds']:.2f} s/step")
 
-        trainer = train(config, progress=show)
+        trainer = train(config, progress=show, device=torch_device, time_budget=60.0 * minutes)
     reporter.note(f"stopped at step {trainer.step}/{config.steps}; checkpoint in '{trainer.checkpoint_path}'")
 
 

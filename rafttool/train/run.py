@@ -24,11 +24,13 @@ VALIDATION_SEED = 987_654_321
 def model_predictor(model: RAFT, iters: int = 12) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Wrap a model (in whatever training state) as an (image1, image2) -> HxWx2 function."""
 
+    device = next(model.parameters()).device
+
     @torch.inference_mode()
     def predict(image1: np.ndarray, image2: np.ndarray) -> np.ndarray:
-        t1 = torch.from_numpy(image1).permute(2, 0, 1)[None].float()
-        t2 = torch.from_numpy(image2).permute(2, 0, 1)[None].float()
-        return model(t1, t2, iters=iters).flow[0].permute(1, 2, 0).numpy()
+        t1 = torch.from_numpy(image1).permute(2, 0, 1)[None].float().to(device)
+        t2 = torch.from_numpy(image2).permute(2, 0, 1)[None].float().to(device)
+        return model(t1, t2, iters=iters).flow[0].permute(1, 2, 0).cpu().numpy()
 
     return predict
 
@@ -103,15 +105,21 @@ def training_data(config: TrainConfig, data: str) -> Dataset:
 def train(
     config: TrainConfig,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    device: str | torch.device = "cpu",
+    time_budget: float = 0.0,
 ) -> Trainer:
-    """Train (or resume) a run, validating on held-out synthetic pairs and on real pairs if present."""
+    """Train (or resume) a run, validating on held-out synthetic pairs and on real pairs if present.
+
+    ``time_budget`` (seconds, 0: none) fits the run's schedule to the time available
+    (:meth:`Trainer.run`).
+    """
     validators = [synthetic_validator(SyntheticFlowConfig(height=config.height, width=config.width, **config.synthetic))]
     if config.validation_data:
         real = real_data_validator(config.validation_data)
         if real is not None:
             validators.append(real)
-    trainer = Trainer(config, training_data(config, config.data), validators, progress)
-    trainer.run()
+    trainer = Trainer(config, training_data(config, config.data), validators, progress, device)
+    trainer.run(time_budget)
     return trainer
 
 

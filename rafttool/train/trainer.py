@@ -68,6 +68,12 @@ class TrainConfig:
         return cls(**{k: v for k, v in saved.items() if k in known} | {"run_dir": str(run_dir)})
 
 
+# A time-budgeted run times steps BUDGET_WARMUP_STEPS .. +BUDGET_TIMED_STEPS (after workers
+# and kernel selection have warmed up) and fits its schedule to the speed measured there.
+BUDGET_WARMUP_STEPS = 5
+BUDGET_TIMED_STEPS = 20
+
+
 class OffsetSampler(Sampler[int]):
     """Indices start .. end: the resumed run sees exactly the samples it had not seen yet."""
 
@@ -111,8 +117,10 @@ class Trainer:
         dataset: Dataset,
         validators: list[Callable[[RAFT], dict[str, float]]] | None = None,
         progress: Callable[[int, int, dict[str, float]], None] | None = None,
+        device: str | torch.device = "cpu",
     ) -> None:
         self.config = config
+        self.device = torch.device(device)
         self.dataset = dataset
         self.validators = validators or []
         self.progress = progress
@@ -124,6 +132,9 @@ class Trainer:
         self.model = build_model(config.model)
         if config.init_weights:
             load_into(self.model, read_weights(config.init_weights))
+        self.model.to(self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest kernels once
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=1e-8)
         self.scheduler = self._one_cycle(done_steps=0)
         self.ema: dict[str, torch.Tensor] | None = None
@@ -164,8 +175,8 @@ class Trainer:
             self.scheduler = self._one_cycle(done_steps=self.step)
             self._save_config()
         self.elapsed = state.get("elapsed", 0.0)
-        if self.config.ema_decay:
-            self.ema = state.get("ema")
+        if self.config.ema_decay and state.get("ema") is not None:
+            self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         _set_rng_state(state["rng"])
         for log in ("metrics.jsonl", "validation.jsonl"):
             self._forget_records_after(self.run_dir / log, self.step)
@@ -196,22 +207,24 @@ class Trainer:
         with atomic_write(self.checkpoint_path) as temp:
             torch.save(state, temp)
 
-    def _loader(self) -> DataLoader:
+    def _loader(self, end_step: int) -> DataLoader:
         batch = self.config.batch_size
         return DataLoader(
             self.dataset,
             batch_size=batch,
-            sampler=OffsetSampler(self.step * batch, self.config.steps * batch),
+            sampler=OffsetSampler(self.step * batch, end_step * batch),
             num_workers=self.config.workers,
             persistent_workers=False,
             drop_last=True,
             prefetch_factor=4 if self.config.workers else None,
+            pin_memory=self.device.type == "cuda",
         )
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         self.model.train()
         freeze_batch_norm(self.model)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.config.bf16):
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
             output = self.model(batch["image1"], batch["image2"], iters=self.config.iters, all_iterations=True)
         loss, metrics = sequence_loss(output.iterations, batch["flow"], batch["valid"], gamma=self.config.gamma)
         self.optimizer.zero_grad(set_to_none=True)
@@ -241,7 +254,7 @@ class Trainer:
         """The model that validation sees and export ships: the weight average when kept."""
         if self.ema is None:
             return self.model
-        model = build_model(self.config.model)
+        model = build_model(self.config.model).to(self.device)
         model.load_state_dict(self.ema)
         return model
 
@@ -254,12 +267,38 @@ class Trainer:
             log.write(json.dumps(results) + "\n")
         return results
 
-    def run(self) -> None:
-        """Train until ``config.steps``, checkpointing on a timer and on the way out."""
-        last_save = time.monotonic()
+    def fit_schedule_to(self, seconds: float, seconds_per_step: float) -> None:
+        """Re-plan the run to end when ``seconds`` more have passed at the measured speed."""
+        self.config.steps = self.step + max(1, int(seconds / seconds_per_step))
+        self.scheduler = self._one_cycle(done_steps=self.step)
+        self._save_config()
+
+    def run(self, time_budget: float = 0.0) -> None:
+        """Train until ``config.steps``, checkpointing on a timer and on the way out.
+
+        With a ``time_budget`` (seconds), the schedule is re-planned after a few timed steps so
+        that it ends, learning rate annealed, when the budget is spent; training stops at the
+        budget in any case.
+        """
+        run_start = last_save = time.monotonic()
+        first_step = self.step
+        calibration: tuple[int, float] | None = None  # (step, time) where timing starts, past warm-up
         log = open(self.run_dir / "metrics.jsonl", "a")
         try:
-            for batch in self._loader():
+            # A budgeted run's length is not known yet: stream on, the loop stops it.
+            for batch in self._loader(end_step=self.step + 10**9 if time_budget else self.config.steps):
+                if self.step >= self.config.steps:
+                    break
+                if time_budget:
+                    now = time.monotonic()
+                    if self.step == first_step + BUDGET_WARMUP_STEPS:
+                        calibration = (self.step, now)
+                    elif calibration and self.step == calibration[0] + BUDGET_TIMED_STEPS:
+                        per_step = (now - calibration[1]) / BUDGET_TIMED_STEPS
+                        # 5% spare for validation and checkpoints, which the timed steps did not include.
+                        self.fit_schedule_to(0.95 * (time_budget - (now - run_start)), per_step)
+                    if now - run_start > time_budget:
+                        break
                 started = time.monotonic()
                 metrics = self.train_step(batch)
                 self.step += 1

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One lease of a GPU machine, end to end: CUDA tests, GPU speed and precision figures, then
+# training from the shipped weights for whatever time is left. Everything lands in $OUT
+# (gpu.log, run/). Run from the repository root on a machine with torch, OpenCV, typer, rich
+# and scikit-image:   OUT=/tmp/gpu bash benchmarks/gpu_session.sh
+# Settings: DEVICE (cuda), SESSION_SECONDS (total wall clock to fit in, 560), TRAIN_* below.
+set -u
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+DEVICE=${DEVICE:-cuda}
+SESSION_SECONDS=${SESSION_SECONDS:-560}
+BENCH_SIZE=${BENCH_SIZE:-1024x436}
+BIG_SIZE=${BIG_SIZE:-3840x2160}
+raft() { python3 -m rafttool "$@"; }
+log="$OUT/gpu.log"
+mkdir -p "$OUT"
+{
+  echo "== machine"; nvidia-smi -L 2>/dev/null; python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+  echo "== tests (CUDA paths)"
+  timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
+  echo "== exact and reduced-precision paths vs the reference computation"
+  timeout 90 python3 benchmarks/speed_vs_reference.py --device "$DEVICE" --size "$BENCH_SIZE" --repeats 5 --half --weights-small weights/raft-small.pt
+  echo "== raft bench: batches, precision, large frames"
+  timeout 60 raft bench --device "$DEVICE" --size "$BENCH_SIZE" --batch 1 --batch 8 --repeats 5 --markdown -q
+  timeout 60 raft bench --device "$DEVICE" --size "$BENCH_SIZE" --batch 1 --batch 8 --repeats 5 --half --markdown -q
+  timeout 60 raft bench --device "$DEVICE" --size "$BIG_SIZE" --repeats 2 --markdown -q
+  echo "== motorcycle EPE, fp32 and half precision"
+  python3 benchmarks/motorcycle_dataset.py /tmp/moto >/dev/null
+  timeout 40 raft eval /tmp/moto/pairs.txt -m raft --device "$DEVICE" --markdown -q
+  timeout 40 raft eval /tmp/moto/pairs.txt -m raft --device "$DEVICE" --half --markdown -q
+  left=$((SESSION_SECONDS - SECONDS - 45))  # 45 s: workers' start, the last checkpoint, the way out
+  echo "== training for ${left} s"
+  raft train --run-dir "$OUT/run" --device "$DEVICE" --bf16 --minutes "$(python3 -c "print($left / 60)")" \
+    --init-weights weights/raft-small.pt --batch-size "${TRAIN_BATCH:-12}" --crop "${TRAIN_CROP:-320x448}" \
+    --iters "${TRAIN_ITERS:-12}" --lr "${TRAIN_LR:-2e-4}" --ema-decay 0.998 --seed "${TRAIN_SEED:-5151}" \
+    --workers "${TRAIN_WORKERS:-14}" --validate-every 500 --checkpoint-minutes 1 --synthetic low_contrast_prob=0.3 -q
+  echo "== training stopped (exit $?) after ${SECONDS} s in all"
+  tail -n 2 "$OUT/run/metrics.jsonl"; cat "$OUT/run/validation.jsonl"
+} 2>&1 | tee "$log"

@@ -15,6 +15,9 @@ log="$OUT/gpu.log"
 mkdir -p "$OUT"
 {
   echo "== machine"; nvidia-smi -L 2>/dev/null; python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+  # Data workers hand batches over through /dev/shm: a small one (containers) kills them.
+  if [ "$(df --output=avail -k /dev/shm | tail -n 1)" -lt 4000000 ]; then mount -o remount,size=16G /dev/shm; fi
+  df -h /dev/shm | tail -n 1
   echo "== tests (CUDA paths)"
   timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
   echo "== exact and reduced-precision paths vs the reference computation"

@@ -23,13 +23,13 @@ mkdir -p "$OUT"
   echo "== exact and reduced-precision paths vs the reference computation"
   timeout 90 python3 benchmarks/speed_vs_reference.py --device "$DEVICE" --size "$BENCH_SIZE" --repeats 5 --half --weights-small weights/raft-small.pt
   echo "== raft bench: batches, precision, large frames"
-  timeout 60 raft bench --device "$DEVICE" --size "$BENCH_SIZE" --batch 1 --batch 8 --repeats 5 --markdown -q
-  timeout 60 raft bench --device "$DEVICE" --size "$BENCH_SIZE" --batch 1 --batch 8 --repeats 5 --half --markdown -q
-  timeout 60 raft bench --device "$DEVICE" --size "$BIG_SIZE" --repeats 2 --markdown -q
+  timeout 60 python3 -m rafttool bench --device "$DEVICE" --size "$BENCH_SIZE" --batch 1 --batch 8 --repeats 5 --markdown -q
+  timeout 60 python3 -m rafttool bench --device "$DEVICE" --size "$BENCH_SIZE" --batch 1 --batch 8 --repeats 5 --half --markdown -q
+  timeout 60 python3 -m rafttool bench --device "$DEVICE" --size "$BIG_SIZE" --repeats 2 --markdown -q
   echo "== motorcycle EPE, fp32 and half precision"
   python3 benchmarks/motorcycle_dataset.py /tmp/moto >/dev/null
-  timeout 40 raft eval /tmp/moto/pairs.txt -m raft --device "$DEVICE" --markdown -q
-  timeout 40 raft eval /tmp/moto/pairs.txt -m raft --device "$DEVICE" --half --markdown -q
+  timeout 40 python3 -m rafttool eval /tmp/moto/pairs.txt -m raft --device "$DEVICE" --markdown -q
+  timeout 40 python3 -m rafttool eval /tmp/moto/pairs.txt -m raft --device "$DEVICE" --half --markdown -q
   left=$((SESSION_SECONDS - SECONDS - 45))  # 45 s: workers' start, the last checkpoint, the way out
   echo "== training for ${left} s"
   raft train --run-dir "$OUT/run" --device "$DEVICE" --bf16 --minutes "$(python3 -c "print($left / 60)")" \

@@ -21,8 +21,8 @@ from rafttool.engine.weights import bundled_weights, read_weights
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 pytestmark = pytest.mark.slow
 
-# Measured with weights/raft-small.pt (stage 4, step 2200): motorcycle 5.3 px, Sintel clean
-# cave_2 2.6 px. Seeded random RAFT-small weights give 35.1 and 21.9 px; zero flow 34.3 and 15.1 px.
+# Measured with weights/raft-small.pt (stage 5, step 4440): motorcycle 4.4 px, Sintel clean
+# cave_2 2.2 px. Seeded random RAFT-small weights give 35.1 and 21.9 px; zero flow 34.3 and 15.1 px.
 MOTORCYCLE_EPE_BOUND = 8.0
 SINTEL_CAVE_EPE_BOUND = 4.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -125,12 +126,18 @@ def test_a_resumed_run_given_a_new_length_replans_its_schedule(tmp_path):
     assert lengthened.step == 5
 
 
+def simulated_clock(tick: float = 0.05):
+    """A timer that advances ``tick`` seconds per reading: budgets behave alike on any machine."""
+    readings = itertools.count()
+    return lambda: next(readings) * tick
+
+
 def test_a_time_budget_fits_the_schedule_to_the_measured_speed(tmp_path, monkeypatch):
     from rafttool.train import trainer as trainer_module
 
-    # Few timed steps, so that calibration ends well inside the budget on a slow machine too.
     monkeypatch.setattr(trainer_module, "BUDGET_WARMUP_STEPS", 1)
     monkeypatch.setattr(trainer_module, "BUDGET_TIMED_STEPS", 3)
+    monkeypatch.setattr(trainer_module, "clock", simulated_clock())
     trainer = Trainer(TrainConfig(run_dir=str(tmp_path), steps=10**6, checkpoint_seconds=1e9, **TINY), _dataset())
     trainer.run(time_budget=3.0)
     replanned = TrainConfig.load(tmp_path).steps
@@ -140,3 +147,18 @@ def test_a_time_budget_fits_the_schedule_to_the_measured_speed(tmp_path, monkeyp
     assert trainer.scheduler.total_steps == replanned + 100
     # The schedule is positioned where the run stands: fully annealed only at its planned end.
     assert trainer.scheduler.last_epoch == trainer.step
+
+
+def test_a_time_budget_is_refitted_at_every_checkpoint(tmp_path, monkeypatch):
+    from rafttool.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "BUDGET_WARMUP_STEPS", 1)
+    monkeypatch.setattr(trainer_module, "BUDGET_TIMED_STEPS", 2)
+    monkeypatch.setattr(trainer_module, "clock", simulated_clock())
+    trainer = Trainer(TrainConfig(run_dir=str(tmp_path), steps=10**6, checkpoint_seconds=0.0, **TINY), _dataset())
+    lengths = []
+    fit = trainer.fit_schedule_to
+    monkeypatch.setattr(trainer, "fit_schedule_to", lambda *args: (fit(*args), lengths.append(trainer.config.steps)))
+    trainer.run(time_budget=3.0)
+    # A checkpoint after every step: the plan is refitted from then on, to a stable end.
+    assert len(lengths) >= 2 and trainer.step <= lengths[-1]

@@ -284,27 +284,16 @@ class Trainer:
         checkpoint from the mean speed so far (other work on the machine changes it); training
         stops at the budget in any case.
         """
-        run_start = last_save = clock()
-        first_step = self.step
-        calibration: tuple[int, float] | None = None  # (step, time) where timing starts, past warm-up
-        refit_due = True
+        last_save = clock()
+        budget = _TimeBudget(time_budget, self.step) if time_budget else None
         log = open(self.run_dir / "metrics.jsonl", "a")
         try:
             # A budgeted run's length is not known yet: stream on, the loop stops it.
             for batch in self._loader(end_step=self.step + 10**9 if time_budget else self.config.steps):
                 if self.step >= self.config.steps:
                     break
-                if time_budget:
-                    now = clock()
-                    if self.step == first_step + BUDGET_WARMUP_STEPS:
-                        calibration = (self.step, now)
-                    elif calibration and refit_due and self.step >= calibration[0] + BUDGET_TIMED_STEPS:
-                        per_step = (now - calibration[1]) / (self.step - calibration[0])
-                        # 5% spare: the first timing holds no validation or checkpoint.
-                        self.fit_schedule_to(0.95 * (time_budget - (now - run_start)), per_step)
-                        refit_due = False
-                    if now - run_start > time_budget:
-                        break
+                if budget and budget.spent(self):
+                    break
                 started = clock()
                 metrics = self.train_step(batch)
                 self.step += 1
@@ -320,10 +309,34 @@ class Trainer:
                 if clock() - last_save > self.config.checkpoint_seconds:
                     self.save_checkpoint()
                     last_save = clock()
-                    refit_due = True
+                    if budget:
+                        budget.refit_due = True
         finally:
             log.close()
             self.save_checkpoint()
+
+
+class _TimeBudget:
+    """Fits a run's schedule to wall-clock seconds from the speed measured as it trains."""
+
+    def __init__(self, seconds: float, first_step: int) -> None:
+        self.seconds = seconds
+        self.start = clock()
+        self.timing_from_step = first_step + BUDGET_WARMUP_STEPS
+        self.timing_from: float | None = None  # when step timing_from_step began
+        self.refit_due = True  # set again at every checkpoint
+
+    def spent(self, trainer: Trainer) -> bool:
+        """Re-plan ``trainer`` when a fit is due; whether the budget is used up."""
+        now = clock()
+        if trainer.step == self.timing_from_step:
+            self.timing_from = now
+        elif self.timing_from is not None and self.refit_due and trainer.step >= self.timing_from_step + BUDGET_TIMED_STEPS:
+            per_step = (now - self.timing_from) / (trainer.step - self.timing_from_step)
+            # 5% spare: the first timing holds no validation or checkpoint.
+            trainer.fit_schedule_to(0.95 * (self.seconds - (now - self.start)), per_step)
+            self.refit_due = False
+        return now - self.start > self.seconds
 
 
 def export_checkpoint(run_dir: str | os.PathLike, output: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:

@@ -48,6 +48,8 @@ def test_bad_crop_and_missing_run_are_one_line_errors(tmp_path):
     for setting, message in (("colour=red", "KEY one of"), ("max_layers=many", "not a valid value for max_layers")):
         bad = runner.invoke(app, ["train", "--run-dir", str(tmp_path / "r"), "--synthetic", setting])
         assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output, bad.output
+    nowhere = runner.invoke(app, ["train", "--run-dir", str(tmp_path / "r"), "--device", "cuda:99"])
+    assert nowhere.exit_code == 1 and "not available here" in nowhere.output and "Traceback" not in nowhere.output
     assert not (tmp_path / "r").exists()
     missing = runner.invoke(app, ["export", str(tmp_path / "nothing"), str(tmp_path / "w.pt")])
     assert missing.exit_code == 1 and "no checkpoint" in missing.output

@@ -10,7 +10,6 @@ DEVICE=${DEVICE:-cuda}
 SESSION_SECONDS=${SESSION_SECONDS:-560}
 BENCH_SIZE=${BENCH_SIZE:-1024x436}
 BIG_SIZE=${BIG_SIZE:-3840x2160}
-raft() { python3 -m rafttool "$@"; }
 log="$OUT/gpu.log"
 mkdir -p "$OUT"
 {
@@ -32,7 +31,7 @@ mkdir -p "$OUT"
   timeout 40 python3 -m rafttool eval /tmp/moto/pairs.txt -m raft --device "$DEVICE" --half --markdown -q
   left=$((SESSION_SECONDS - SECONDS - 45))  # 45 s: workers' start, the last checkpoint, the way out
   echo "== training for ${left} s"
-  raft train --run-dir "$OUT/run" --device "$DEVICE" --bf16 --minutes "$(python3 -c "print($left / 60)")" \
+  python3 -m rafttool train --run-dir "$OUT/run" --device "$DEVICE" --bf16 --minutes "$(python3 -c "print($left / 60)")" \
     --init-weights weights/raft-small.pt --batch-size "${TRAIN_BATCH:-12}" --crop "${TRAIN_CROP:-320x448}" \
     --iters "${TRAIN_ITERS:-12}" --lr "${TRAIN_LR:-2e-4}" --ema-decay 0.998 --seed "${TRAIN_SEED:-5151}" \
     --workers "${TRAIN_WORKERS:-14}" --validate-every 500 --checkpoint-minutes 1 --synthetic low_contrast_prob=0.3 -q

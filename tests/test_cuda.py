@@ -6,6 +6,7 @@ Skipped on machines without a CUDA device (CI has none); run on a GPU machine wi
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -29,8 +30,6 @@ def full_fp32_convolutions():
 
 def _textured_pair(height: int = 128, width: int = 160, shift: int = 3) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
-    import cv2
-
     texture = cv2.GaussianBlur(rng.uniform(0, 255, (height, width + shift, 3)).astype(np.float32), (0, 0), 1.5)
     return texture[:, shift:].astype(np.uint8), texture[:, :-shift].astype(np.uint8)
 

@@ -297,8 +297,9 @@ class Trainer:
                 started = clock()
                 metrics = self.train_step(batch)
                 self.step += 1
-                self.elapsed += clock() - started
-                metrics.update(step=self.step, seconds=round(clock() - started, 3))
+                seconds = clock() - started
+                self.elapsed += seconds
+                metrics.update(step=self.step, seconds=round(seconds, 3))
                 if self.step % self.config.log_every == 0 or self.step == self.config.steps:
                     log.write(json.dumps(metrics) + "\n")
                     log.flush()

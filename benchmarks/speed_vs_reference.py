@@ -7,9 +7,11 @@ processes hits them alike; each figure is the median over ``--repeats``:
   model: what the original code computes, the way it computes it (PyTorch instance norm, the full
   volume pooled level by level, ``grid_sample`` on every level, the flow upsampled every iteration);
 * exact: the engine with a fixed number of iterations, fp32: the same numbers, less work;
-* default: what :class:`rafttool.api.FlowEngine` does by default: adaptive iterations (at most
-  ``--iters``), fp32. Only with trained weights: with random weights the stopping rule has
-  nothing to converge to;
+* int8 (on CPUs where :func:`~rafttool.engine.int8.int8_supported`): the exact path with the GRU
+  gates and the flow head's first convolution in int8;
+* default: what :class:`rafttool.api.FlowEngine` does by default with bundled weights: adaptive
+  iterations (at most ``--iters``), int8 where supported. Only with trained weights: with random
+  weights the stopping rule has nothing to converge to;
 * half (with ``--half``): the exact path under autocast to bf16 (CPU) or fp16 (CUDA), the
   correlation still fp32.
 
@@ -31,6 +33,8 @@ import numpy as np
 import torch
 
 from rafttool.api import resolve_device
+from rafttool.engine.correlation import VolumeWorkspace
+from rafttool.engine.int8 import int8_supported
 from rafttool.engine.model import DEFAULT_TOLERANCE, RAFT, FlowOutput, build_model
 from rafttool.engine.reference import as_reference, reference_forward
 from rafttool.engine.weights import model_from_weights
@@ -76,12 +80,16 @@ def benchmark(
 ) -> None:
     model = load_model(size, weights).to(image1.device)
     reference = as_reference(model)
+    workspace = VolumeWorkspace()  # as FlowEngine keeps one: the volume's memory is reused
+    int8 = image1.device.type == "cpu" and int8_supported()
     paths: dict[str, Callable[[], FlowOutput]] = {
         "reference": lambda: reference_forward(reference, image1, image2, iters),
-        "exact": lambda: model(image1, image2, iters),
+        "exact": lambda: model(image1, image2, iters, workspace=workspace),
     }
+    if int8:
+        paths["int8"] = lambda: model(image1, image2, iters, int8=True, workspace=workspace)
     if weights is not None:
-        paths["default"] = lambda: model(image1, image2, iters, tolerance=DEFAULT_TOLERANCE)
+        paths["default"] = lambda: model(image1, image2, iters, tolerance=DEFAULT_TOLERANCE, int8=int8, workspace=workspace)
     if half:
         dtype = torch.bfloat16 if image1.device.type == "cpu" else torch.float16
 

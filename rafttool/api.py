@@ -20,10 +20,11 @@ from typing import Union
 import numpy as np
 import torch
 
-from rafttool.engine.correlation import CorrMode, check_corr_mode
+from rafttool.engine.correlation import CorrMode, VolumeWorkspace, check_corr_mode
+from rafttool.engine.int8 import int8_supported
 from rafttool.engine.model import DEFAULT_TOLERANCE, RAFT, build_model
 from rafttool.engine.warm_start import forward_project
-from rafttool.engine.weights import LoadedWeights, bundled_weights, load_into, read_weights
+from rafttool.engine.weights import LoadedWeights, WeightsError, bundled_weights, load_into, read_weights
 from rafttool.io.images import read_image, to_rgb_uint8
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
@@ -96,6 +97,12 @@ class FlowEngine:
     ('on_demand', for frames too large for the volume) or picks by free memory ('auto').
     ``compile`` runs the encoders and the update step through ``torch.compile``: worth its
     start-up time (a minute or more per frame size) for long videos and on GPUs.
+
+    ``int8`` runs the GRU gates and the flow head's first convolution in int8 (CPUs with VNNI:
+    see :mod:`rafttool.engine.int8`). ``None`` (the default) turns it on where it has been
+    measured to keep the EPE within 2%: the bundled weights (also when named by path) on such a
+    CPU, without ``half``.
+    Weights given by the user run fp32, so that official checkpoints give the original's flow.
     """
 
     def __init__(
@@ -108,6 +115,7 @@ class FlowEngine:
         tolerance: float | None = DEFAULT_TOLERANCE,
         corr_mode: CorrMode = "auto",
         compile: bool = False,
+        int8: bool | None = None,
     ) -> None:
         self.device = resolve_device(device)
         loaded: LoadedWeights = read_weights(weights if weights is not None else bundled_weights(model))
@@ -117,16 +125,23 @@ class FlowEngine:
         self.autocast_dtype = _half_dtype(self.device) if half else None
         self.tolerance = tolerance
         self.corr_mode = check_corr_mode(corr_mode)
+        if int8 is None:
+            int8 = _is_bundled(weights, loaded.model) and not half and self.device.type == "cpu" and int8_supported()
+        elif int8 and not (self.device.type == "cpu" and int8_supported()):
+            raise ValueError("int8 needs a CPU with VNNI instructions and PyTorch's oneDNN int8 operators; run without int8")
+        self.int8 = int8
         # Testing for convergence reads the update back to the host: free on a CPU, a pipeline
         # stall on a GPU, so there it is only done every few iterations.
         self.check_every = 1 if self.device.type == "cpu" else 3
         if compile:
             self.model.compile_for_inference()
         self._feature_cache: dict[bytes, torch.Tensor] = {}
+        self._workspace = VolumeWorkspace()
 
     def _options(self) -> dict:
         """Keyword arguments of every forward pass."""
-        return {"tolerance": self.tolerance, "corr_mode": self.corr_mode, "check_every": self.check_every}
+        return {"tolerance": self.tolerance, "corr_mode": self.corr_mode, "check_every": self.check_every, "int8": self.int8,
+                "workspace": self._workspace}
 
     def _features(self, images: torch.Tensor, keys: list[bytes]) -> torch.Tensor:
         """Feature maps of ``images``, computed only for those not in the last call's cache."""
@@ -140,6 +155,13 @@ class FlowEngine:
 
     def _precision(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None)
+
+    @property
+    def precision(self) -> str:
+        """What the network computes in: fp32, bf16 or fp16 (``half``), or int8 (the GRU)."""
+        if self.autocast_dtype is not None:
+            return {torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
+        return "int8" if self.int8 else "fp32"
 
     @property
     def model_name(self) -> str:
@@ -248,6 +270,17 @@ def load_rgb(image: ImageLike) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return to_rgb_uint8(image)
     return read_image(Path(image))
+
+
+def _is_bundled(weights: str | os.PathLike | None, model: str) -> bool:
+    """Whether ``weights`` are the bundled ones of ``model``: the only weights whose int8 accuracy
+    has been measured (each bundled file is, before it ships)."""
+    if weights is None:
+        return True
+    try:
+        return Path(weights).resolve() == bundled_weights(model).resolve()
+    except WeightsError:
+        return False
 
 
 def _to_tensor(rgb: np.ndarray) -> torch.Tensor:

@@ -58,6 +58,7 @@ class BenchConfig:
     iters: int = 12
     device: str = "cpu"
     half: bool = False
+    int8: bool | None = None  # None: FlowEngine's default
     model: str = "small"
     weights: str | None = None
     random_weights: bool = False
@@ -84,6 +85,7 @@ class BenchResult:
     model: str
     weights: str
     threads: int
+    precision: str  # fp32, bf16, fp16, int8 (RAFT's GRU), or '-' for OpenCV's methods
 
     @property
     def median(self) -> float:
@@ -106,7 +108,7 @@ class BenchResult:
             "model": self.model,
             "weights": self.weights,
             "device": self.device,
-            "precision": _precision(config, self.device),
+            "precision": self.precision,
             "width": config.width,
             "height": config.height,
             "batch": config.batch,
@@ -125,14 +127,6 @@ class BenchResult:
             "baseline_memory_mb": self.baseline_mb,
             "latencies_s": self.latencies,
         }
-
-
-def _precision(config: BenchConfig, device: str) -> str:
-    if not config.is_raft:
-        return "-"  # OpenCV's methods have one precision of their own
-    if not config.half:
-        return "fp32"
-    return "bf16" if device == "cpu" else "fp16"
 
 
 # --------------------------------------------------------------------------- frames
@@ -250,6 +244,7 @@ class _Subject:
     weights: str
     threads: int
     memory: _CpuMemory | _CudaMemory
+    precision: str = "-"  # OpenCV's methods have one precision of their own
 
 
 def _raft_subject(config: BenchConfig, image1: np.ndarray, image2: np.ndarray, scratch: str) -> _Subject:
@@ -260,7 +255,7 @@ def _raft_subject(config: BenchConfig, image1: np.ndarray, image2: np.ndarray, s
     else:
         weights = config.weights or str(bundled_weights(config.model))
         label = Path(weights).name
-    engine = FlowEngine(config.model, weights, config.device, config.iters, config.half)
+    engine = FlowEngine(config.model, weights, config.device, config.iters, config.half, int8=config.int8)
     images1, images2 = [image1] * config.batch, [image2] * config.batch
     return _Subject(
         call=lambda: engine.estimate_batch(images1, images2),
@@ -269,6 +264,7 @@ def _raft_subject(config: BenchConfig, image1: np.ndarray, image2: np.ndarray, s
         weights=label,
         threads=torch.get_num_threads(),
         memory=_CudaMemory(engine.device) if engine.device.type == "cuda" else _CpuMemory(),
+        precision=engine.precision,
     )
 
 
@@ -308,6 +304,7 @@ def measure(config: BenchConfig) -> BenchResult:
         model=subject.model,
         weights=subject.weights,
         threads=subject.threads,
+        precision=subject.precision,
     )
 
 

@@ -20,6 +20,7 @@ from rafttool.cli.common import (
     ENGINE_PANEL,
     DebugOption,
     HalfOption,
+    Int8Option,
     JsonOption,
     MethodOption,
     ModelOption,
@@ -77,7 +78,7 @@ def plan(
                 grid = itertools.product(devices, batches, iters)
                 configs += [BenchConfig("raft", width, height, b, i, d, **common) for d, b, i in grid]
             else:
-                configs.append(BenchConfig(method, width, height, **{**common, "half": False}))
+                configs.append(BenchConfig(method, width, height, **{**common, "half": False, "int8": None}))
     return configs
 
 
@@ -155,6 +156,7 @@ def bench(
     model: ModelOption = ModelSize.small,
     weights: WeightsOption = None,
     half: HalfOption = False,
+    int8: Int8Option = None,
     json: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -183,6 +185,7 @@ def bench(
         iters or [12],
         device or ["auto"],
         half=half,
+        int8=int8,
         model=model.value,
         weights=str(weights) if weights else None,
         random_weights=random_weights,

@@ -19,6 +19,7 @@ from rafttool.cli.common import (
     DebugOption,
     DeviceOption,
     HalfOption,
+    Int8Option,
     ItersOption,
     JsonOption,
     MethodOption,
@@ -175,6 +176,7 @@ def evaluate(
     device: DeviceOption = "auto",
     iters: ItersOption = 12,
     half: HalfOption = False,
+    int8: Int8Option = None,
     json: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -191,10 +193,10 @@ def evaluate(
     raft_info: dict[str, Any] = {}
     for name in names:
         if name == "raft":
-            engine = load_engine(model, weights, device, iters, half)
+            engine = load_engine(model, weights, device, iters, half, int8)
             label = f"raft-{engine.model_name}"
             predictors[label] = engine.estimate
-            raft_info = {"weights": str(weights) if weights else f"bundled raft-{model.value}", "iters": iters, "device": str(engine.device), "half": half}
+            raft_info = {"weights": str(weights) if weights else f"bundled raft-{model.value}", "iters": iters, "device": str(engine.device), "half": half, "int8": engine.int8}
             continue
         try:
             predictors[name] = make_baseline(name)

@@ -22,6 +22,7 @@ from rafttool.cli.common import (
     DebugOption,
     DeviceOption,
     HalfOption,
+    Int8Option,
     ItersOption,
     JsonOption,
     ModelOption,
@@ -283,6 +284,7 @@ def flow(
     device: DeviceOption = "auto",
     iters: ItersOption = 12,
     half: HalfOption = False,
+    int8: Int8Option = None,
     json: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -301,7 +303,7 @@ def flow(
     )
 
     reporter = Reporter(quiet, json)
-    engine = load_engine(model, weights, device, iters, half)
+    engine = load_engine(model, weights, device, iters, half, int8)
     with_backward = backward or occlusion is not None
     results = engine.estimate_pairs(prefetch(_load_pairs(jobs, resize, with_backward), depth=2 * batch), batch_size=batch)
     with reporter.progress(len(jobs), "flow") as advance:

@@ -18,6 +18,7 @@ from rafttool.cli.common import (
     DebugOption,
     DeviceOption,
     HalfOption,
+    Int8Option,
     ItersOption,
     JsonOption,
     ModelOption,
@@ -124,6 +125,7 @@ def video(
     device: DeviceOption = "auto",
     iters: ItersOption = 12,
     half: HalfOption = False,
+    int8: Int8Option = None,
     json: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -157,7 +159,7 @@ def video(
         reporter.note(f"note: --batch {batch} ignored: warm start runs pairs one after another (add --no-warm-start to batch)")
         batch = 1
 
-    engine = load_engine(model, weights, device, iters, half)
+    engine = load_engine(model, weights, device, iters, half, int8)
     decoded = prefetch((frame for _, frame in itertools.islice(frames.frames(start, end, step, scale), max_frames)), depth=4)
     pairs = engine.estimate_sequence(decoded, warm_start=warm_start, batch_size=batch)
     colour_scale = None

@@ -48,6 +48,28 @@ GATHER_BYTES = 4 * 2**20
 are still in cache when their dot products are taken (2-4 MB measured fastest here)."""
 
 
+class VolumeWorkspace:
+    """Memory for the correlation volume, kept from one pass to the next.
+
+    A new volume is fresh memory that the OS maps in page by page on first write: at 1024x436
+    (260 MB) that takes as long as the matrix product that fills it. A caller that runs many
+    passes (:class:`~rafttool.api.FlowEngine`) hands the same workspace to each and pays that
+    once; it holds the largest volume seen until it is dropped. Only for inference: a volume
+    handed out again is overwritten, so nothing may keep one past its pass.
+    """
+
+    def __init__(self) -> None:
+        self._buffer: torch.Tensor | None = None
+
+    def take(self, size: int, like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised flat tensor of ``size`` elements, on ``like``'s device and dtype."""
+        buffer = self._buffer
+        if buffer is None or buffer.numel() < size or buffer.device != like.device or buffer.dtype != like.dtype:
+            self._buffer = None  # let the old one go before the new one is allocated
+            buffer = self._buffer = like.new_empty(size)
+        return buffer[:size]
+
+
 def pooled_features(fmap2: torch.Tensor, num_levels: int) -> list[torch.Tensor]:
     """``fmap2`` average-pooled 1, 2, 4, ... times: correlating with these gives the pyramid levels."""
     levels = [fmap2]
@@ -150,7 +172,14 @@ class CorrelationPyramid(_WindowLookup):
     :func:`full_volume_bytes` and :class:`OnDemandCorrelation` for frames where that is too much.
     """
 
-    def __init__(self, fmap1: torch.Tensor, fmap2: torch.Tensor, num_levels: int = 4, radius: int = 4) -> None:
+    def __init__(
+        self,
+        fmap1: torch.Tensor,
+        fmap2: torch.Tensor,
+        num_levels: int = 4,
+        radius: int = 4,
+        workspace: VolumeWorkspace | None = None,
+    ) -> None:
         with torch.autocast(fmap1.device.type, enabled=False):  # matching needs fp32, whatever the caller's autocast
             levels2 = pooled_features(fmap2.float(), num_levels)
             super().__init__(fmap1, levels2, radius, per_pixel_tables=True)
@@ -161,7 +190,8 @@ class CorrelationPyramid(_WindowLookup):
             if f1.requires_grad or f2.requires_grad:  # training: out= has no autograd, so pad a copy
                 buffer = F.pad(torch.bmm(f1, f2).view(-1), (self.margin, self.margin))
             else:  # the product lands in the padded buffer directly, sparing a copy of the volume
-                buffer = f1.new_empty(size + 2 * self.margin)
+                total = size + 2 * self.margin
+                buffer = f1.new_empty(total) if workspace is None else workspace.take(total, f1)
                 buffer[: self.margin] = 0
                 buffer[size + self.margin :] = 0
                 torch.bmm(f1, f2, out=buffer[self.margin : size + self.margin].view(batch, height * width, -1))
@@ -279,10 +309,16 @@ def choose_corr_mode(mode: str, batch: int, height: int, width: int, num_levels:
 
 
 def build_correlation(
-    fmap1: torch.Tensor, fmap2: torch.Tensor, num_levels: int, radius: int, mode: str = "auto"
+    fmap1: torch.Tensor,
+    fmap2: torch.Tensor,
+    num_levels: int,
+    radius: int,
+    mode: str = "auto",
+    workspace: VolumeWorkspace | None = None,
 ) -> CorrelationPyramid | OnDemandCorrelation:
-    """The correlation lookup for one pass, stored in full or computed on demand (see ``mode``)."""
+    """The correlation lookup for one pass, stored in full (in ``workspace`` if given) or
+    computed on demand (see ``mode``)."""
     batch, _, height, width = fmap1.shape
     if choose_corr_mode(mode, batch, height, width, num_levels, fmap1.device) == "full":
-        return CorrelationPyramid(fmap1, fmap2, num_levels, radius)
+        return CorrelationPyramid(fmap1, fmap2, num_levels, radius, workspace)
     return OnDemandCorrelation(fmap1, fmap2, num_levels, radius)

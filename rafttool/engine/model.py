@@ -7,6 +7,7 @@ flow at full resolution, optionally with every iteration's estimate (training, i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rafttool.engine.correlation import CorrMode, build_correlation
+from rafttool.engine.correlation import CorrMode, VolumeWorkspace, build_correlation
 from rafttool.engine.encoders import Encoder, NormKind
+from rafttool.engine.int8 import Int8UpdateStep
 from rafttool.engine.padding import STRIDE, Padding, check_input_size
 from rafttool.engine.trace import Trace
 from rafttool.engine.update import MaskHead, UpdateBlock
@@ -142,6 +144,8 @@ class RAFT(nn.Module):
         tolerance: float | None = None,
         check_every: int = 1,
         features: tuple[torch.Tensor, torch.Tensor] | None = None,
+        int8: bool = False,
+        workspace: VolumeWorkspace | None = None,
     ) -> FlowOutput:
         """Flow from ``image1`` to ``image2``, both (B, 3, H, W) with values in 0..255.
 
@@ -157,6 +161,9 @@ class RAFT(nn.Module):
         that on average in every batch item: ``iters`` is then the most it runs. The test reads
         the update back to the host, so on a GPU it runs only every ``check_every`` iterations.
         ``features`` are both frames' :meth:`features`, when the caller has them already.
+        ``int8`` (inference on CPUs where :func:`~rafttool.engine.int8.int8_supported`) runs the
+        GRU gates and the flow head's first convolution in int8: see :mod:`rafttool.engine.int8`.
+        A ``workspace`` holds the correlation volume from one call to the next (inference only).
         """
         if image1.shape != image2.shape:
             raise ValueError(f"frames differ in shape: {tuple(image1.shape)} vs {tuple(image2.shape)}")
@@ -167,14 +174,17 @@ class RAFT(nn.Module):
             fmap1, fmap2 = self.feature_encoder(torch.cat([image1, padding.pad(normalize(image2))], dim=0)).chunk(2, dim=0)
         else:
             fmap1, fmap2 = features
-        correlation = build_correlation(fmap1, fmap2, self.config.corr_levels, self.config.corr_radius, corr_mode)
+        correlation = build_correlation(fmap1, fmap2, self.config.corr_levels, self.config.corr_radius, corr_mode, workspace)
         context = self.context_encoder(image1)
         hidden, context = context.split([self.config.hidden_channels, self.config.context_channels], dim=1)
         # The update block runs channels-last, the layout the lookup returns and its convolutions
         # run fastest on.
         hidden = torch.tanh(hidden).contiguous(memory_format=torch.channels_last)
         context = torch.relu(context).contiguous(memory_format=torch.channels_last)
-        plans = self.update_block.plan(context)
+        if int8:
+            step = Int8UpdateStep(self.update_block, context)
+        else:
+            step = functools.partial(self.update_block.step, plans=self.update_block.plan(context))
 
         batch, _, height, width = fmap1.shape
         coords0 = coordinate_grid(batch, height, width, image1.device)
@@ -190,7 +200,7 @@ class RAFT(nn.Module):
             coords1 = coords1.detach()
             flow = (coords1 - coords0).contiguous(memory_format=torch.channels_last)
             corr = correlation(coords1)
-            hidden, delta, motion = self.update_block.step(hidden, plans, corr, flow)
+            hidden, delta, motion = step(hidden, corr=corr, flow=flow)
             if trace is not None:
                 for name, value in (("coords", coords1), ("corr", corr), ("motion", motion), ("delta", delta)):
                     trace.record_iteration(name, value)

@@ -1,0 +1,139 @@
+"""Int8 convolutions for the update loop, on CPUs with VNNI instructions.
+
+The refinement iterations are most of a RAFT-small pass, and most of an iteration is the GRU's
+gate convolutions and the flow head's first convolution. On a CPU with VNNI (AVX512-VNNI or
+AVX-VNNI), oneDNN runs those in int8 about four times faster than in fp32, where bf16 is
+*slower* than fp32 (no AMX). So :class:`Int8UpdateStep` runs exactly those in int8 and keeps
+the rest in fp32: the encoders and the correlation (matching needs the precision), the motion
+encoder (its fused features lose too much), and the two raw flow channels of the GRU input,
+whose range (hundreds of px) would crush everything else in a shared int8 scale.
+
+Each int8 input gets one scale for the whole tensor: a fixed one for the hidden state, which
+the GRU keeps within [-1, 1], and one from the current maximum for ReLU outputs. Weights get
+one symmetric scale per output channel. The measured cost on ``../shared/data`` is in the
+README (Performance, default mode); the loop's other numbers are unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from rafttool.engine.update import GRUPlan, UpdateBlock
+
+UNIT_SCALE = 1.0 / 127.0
+"""Quantization step of tensors within [-1, 1] (hidden state, reset-gated hidden state)."""
+UNIT_ZERO_POINT = 128
+
+
+@functools.cache
+def int8_supported() -> bool:
+    """Whether this machine runs oneDNN int8 convolutions faster than fp32: it needs PyTorch's
+    oneDNN int8 operators and a CPU with VNNI (int8 dot products in one instruction)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv2d_pointwise")):
+        return False
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+@dataclass
+class Quantized:
+    """A uint8 tensor (channels-last) and the affine map back to reals: (q - zero_point) * scale."""
+
+    values: torch.Tensor
+    scale: float
+    zero_point: int
+
+
+def quantize(x: torch.Tensor, scale: float, zero_point: int) -> Quantized:
+    q = torch.mul(x, 1.0 / scale).add_(zero_point).round_().clamp_(0, 255)
+    return Quantized(q.to(torch.uint8).contiguous(memory_format=torch.channels_last), scale, zero_point)
+
+
+def quantize_unit(x: torch.Tensor) -> Quantized:
+    """A tensor known to lie within [-1, 1]: a fixed scale, no pass over the data to find it."""
+    return quantize(x, UNIT_SCALE, UNIT_ZERO_POINT)
+
+
+def quantize_nonnegative(x: torch.Tensor) -> Quantized:
+    """A ReLU output: zero maps to zero, the current maximum to 255."""
+    peak = float(x.max())
+    return quantize(x, peak / 255.0 if peak > 0 else 1.0, 0)
+
+
+class Int8Conv:
+    """A frozen stride-1 convolution with int8 weights (one scale per output channel) taking a
+    :class:`Quantized` input and returning fp32, optionally through a fused ReLU."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int], relu: bool = False) -> None:
+        weight = weight.detach().float()
+        scales = weight.abs().amax(dim=(1, 2, 3)).clamp(min=1e-12) / 127.0
+        integers = torch.round(weight / scales.view(-1, 1, 1, 1)).to(torch.int8)
+        self.padding = list(padding)
+        self.packed = torch.ops.onednn.qconv_prepack(integers, scales, 1.0, 0, [1, 1], self.padding, [1, 1], 1, None)
+        self.scales = scales
+        self.zero_points = torch.zeros(len(scales), dtype=torch.int64)
+        self.bias = None if bias is None else bias.detach().float()
+        self.post_op = "relu" if relu else "none"
+
+    def __call__(self, x: Quantized) -> torch.Tensor:
+        return torch.ops.onednn.qconv2d_pointwise(
+            x.values, x.scale, x.zero_point, self.packed, self.scales, self.zero_points, self.bias,
+            [1, 1], self.padding, [1, 1], 1, 1.0, 0, torch.float32, self.post_op, [], "",
+        )  # fmt: skip
+
+
+class _Int8Gate:
+    """One gate convolution over [h, motion features, flow], split by input so that each part
+    gets its own scale: int8 over h and over the motion features, fp32 over the two flow channels."""
+
+    def __init__(self, weight: torch.Tensor, hidden: int, padding: tuple[int, int]) -> None:
+        self.over_hidden = Int8Conv(weight[:, :hidden], None, padding)
+        self.over_motion = Int8Conv(weight[:, hidden:-2], None, padding)
+        self.over_flow = weight[:, -2:].detach().float().contiguous()
+        self.padding = padding
+
+    def __call__(self, hidden: Quantized, motion: Quantized, flow: torch.Tensor) -> torch.Tensor:
+        out = self.over_hidden(hidden).add_(self.over_motion(motion))
+        return out.add_(F.conv2d(flow, self.over_flow, padding=self.padding))
+
+
+class _Int8Cell:
+    """:meth:`ConvGRUCell.step` with int8 gate convolutions."""
+
+    def __init__(self, plan: GRUPlan, hidden: int) -> None:
+        self.zr = _Int8Gate(plan.zr_weight, hidden, plan.padding)
+        self.q = _Int8Gate(plan.q_weight, hidden, plan.padding)
+        self.context_zr, self.context_q = plan.context_zr, plan.context_q
+
+    def __call__(self, h: torch.Tensor, motion: Quantized, flow: torch.Tensor) -> torch.Tensor:
+        z, r = self.zr(quantize_unit(h), motion, flow).add_(self.context_zr).sigmoid_().chunk(2, dim=1)
+        q = self.q(quantize_unit(r * h), motion, flow).add_(self.context_q).tanh_()
+        return torch.lerp(h, q, z)
+
+
+class Int8UpdateStep:
+    """One inference iteration of ``block`` (:meth:`UpdateBlock.step`) with the GRU gates and the
+    flow head's first convolution in int8; prepared once per pass, for the pass's context."""
+
+    def __init__(self, block: UpdateBlock, context: torch.Tensor) -> None:
+        self.block = block
+        hidden = block.flow_head.conv1.in_channels
+        self.cells = [_Int8Cell(plan, hidden) for plan in block.plan(context)]
+        head = block.flow_head.conv1
+        self.head = Int8Conv(head.weight, head.bias, head.padding, relu=True)  # type: ignore[arg-type]
+
+    def __call__(self, hidden: torch.Tensor, corr: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        motion = self.block.motion_encoder(flow, corr)
+        features = quantize_nonnegative(motion[:, :-2])  # shared by every gate of every cell
+        for cell in self.cells:
+            hidden = cell(hidden, features, flow)
+        delta = self.block.flow_head.conv2(self.head(quantize_unit(hidden)))
+        return hidden, delta, motion

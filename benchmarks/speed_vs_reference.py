@@ -1,7 +1,8 @@
 """Speed of rafttool's engine against the original RAFT computation, in one process, same frames.
 
 Paths, run interleaved (reference, exact, default, reference, ...) so that load from other
-processes hits them alike; each figure is the median over ``--repeats``:
+processes hits them alike; each figure is the median over ``--repeats`` (with
+``--every-sintel-pair``: the mean over the pairs of each pair's median):
 
 * reference: :func:`rafttool.engine.reference.reference_forward` on :func:`as_reference` of the
   model: what the original code computes, the way it computes it (PyTorch instance norm, the full
@@ -19,11 +20,13 @@ Speed-ups are reference time / path time, on wall-clock time and on this process
 (steadier when other processes share the cores). Differences are flow vs the reference, in px.
 
     python benchmarks/speed_vs_reference.py --weights-small runs/raft-small-synth/checkpoint.pt
+    python benchmarks/speed_vs_reference.py --models small --weights-small weights/raft-small.pt --every-sintel-pair
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -33,27 +36,39 @@ import numpy as np
 import torch
 
 from rafttool.api import resolve_device
+from rafttool.data.datasets import detect_datasets
 from rafttool.engine.correlation import VolumeWorkspace
 from rafttool.engine.int8 import int8_supported
 from rafttool.engine.model import DEFAULT_TOLERANCE, RAFT, FlowOutput, build_model
 from rafttool.engine.reference import as_reference, reference_forward
 from rafttool.engine.weights import model_from_weights
+from rafttool.evaluate import with_gt
 from rafttool.io.images import read_image
 
 SINTEL_PAIR = ("sintel/training/clean/alley_1/frame_0002.png", "sintel/training/clean/alley_1/frame_0003.png")
 
 
-def frames(data: Path, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """A real Sintel pair when it has the requested size, else a seeded random pair."""
-    paths = [data / p for p in SINTEL_PAIR]
-    if all(p.is_file() for p in paths):
-        images = [read_image(p) for p in paths]
-        if images[0].shape[:2] == (height, width):
-            pair = [torch.from_numpy(np.ascontiguousarray(i)).permute(2, 0, 1)[None].float() for i in images]
-            return pair[0], pair[1], f"Sintel {SINTEL_PAIR[0].split('/')[3]} frames 2-3"
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def _tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+
+
+def frames(data: Path, width: int, height: int, every_sintel_pair: bool) -> tuple[list[Pair], str]:
+    """Real Sintel pairs when they have the requested size (alley_1 frames 2-3, or with
+    ``every_sintel_pair`` every Sintel pair with GT in ``data``), else a seeded random pair."""
+    paths = [(data / a, data / b) for a, b in [SINTEL_PAIR]]
+    if every_sintel_pair:
+        splits = detect_datasets(data)
+        paths = [(s.image1_path, s.image2_path) for split in ("sintel-clean", "sintel-final") for s in with_gt(splits.get(split, []))]
+    pairs = [(read_image(a), read_image(b)) for a, b in paths if a.is_file() and b.is_file()]
+    pairs = [(_tensor(a), _tensor(b)) for a, b in pairs if a.shape[:2] == (height, width)]
+    if pairs:
+        return pairs, f"{len(pairs)} Sintel pair(s)" if every_sintel_pair else f"Sintel {SINTEL_PAIR[0].split('/')[3]} frames 2-3"
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, height, width + 8, generator=generator) * 255
-    return image[..., 8:], image[..., :-8], "random frames shifted by 8 px"
+    return [(image[..., 8:], image[..., :-8])], "random frames shifted by 8 px"
 
 
 def load_model(size: str, weights: str | None) -> RAFT:
@@ -75,52 +90,59 @@ def timed(run: Callable[[], FlowOutput], device: torch.device) -> tuple[FlowOutp
     return output, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def benchmark(
-    size: str, weights: str | None, image1: torch.Tensor, image2: torch.Tensor, iters: int, repeats: int, half: bool
-) -> None:
-    model = load_model(size, weights).to(image1.device)
+def benchmark(size: str, weights: str | None, pairs: list[Pair], iters: int, repeats: int, half: bool) -> None:
+    """Every path on every pair; a path's time is the sum over pairs of its median run."""
+    device = pairs[0][0].device
+    model = load_model(size, weights).to(device)
     reference = as_reference(model)
     workspace = VolumeWorkspace()  # as FlowEngine keeps one: the volume's memory is reused
-    int8 = image1.device.type == "cpu" and int8_supported()
-    paths: dict[str, Callable[[], FlowOutput]] = {
-        "reference": lambda: reference_forward(reference, image1, image2, iters),
-        "exact": lambda: model(image1, image2, iters, workspace=workspace),
+    int8 = device.type == "cpu" and int8_supported()
+    paths: dict[str, Callable[[Pair], FlowOutput]] = {
+        "reference": lambda pair: reference_forward(reference, *pair, iters),
+        "exact": lambda pair: model(*pair, iters, workspace=workspace),
     }
     if int8:
-        paths["int8"] = lambda: model(image1, image2, iters, int8=True, workspace=workspace)
+        paths["int8"] = lambda pair: model(*pair, iters, int8=True, workspace=workspace)
     if weights is not None:
-        paths["default"] = lambda: model(image1, image2, iters, tolerance=DEFAULT_TOLERANCE, int8=int8, workspace=workspace)
+        paths["default"] = lambda pair: model(*pair, iters, tolerance=DEFAULT_TOLERANCE, int8=int8, workspace=workspace)
     if half:
-        dtype = torch.bfloat16 if image1.device.type == "cpu" else torch.float16
+        dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
 
-        def reduced() -> FlowOutput:
-            with torch.autocast(image1.device.type, dtype=dtype):
-                return model(image1, image2, iters)
+        def reduced(pair: Pair) -> FlowOutput:
+            with torch.autocast(device.type, dtype=dtype):
+                return model(*pair, iters)
 
         paths["half"] = reduced
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
-    outputs: dict[str, FlowOutput] = {}
+
+    totals = {name: [0.0, 0.0] for name in paths}  # wall, cpu
+    iterations = {name: 0 for name in paths}
+    differences: dict[str, list[torch.Tensor]] = {name: [] for name in paths}
     with torch.inference_mode():
         for name, run in paths.items():  # warm-up: first-call allocations, oneDNN kernel creation
-            outputs[name] = run()
-        for _ in range(repeats):
-            for name, run in paths.items():
-                outputs[name], wall, cpu = timed(run, image1.device)
-                times[name].append((wall, cpu))
+            run(pairs[0])
+        for pair in pairs:
+            times: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+            outputs: dict[str, FlowOutput] = {}
+            for _ in range(repeats):
+                for name, run in paths.items():
+                    outputs[name], wall, cpu = timed(functools.partial(run, pair), device)
+                    times[name].append((wall, cpu))
+            for name, output in outputs.items():
+                totals[name][0] += statistics.median(t[0] for t in times[name])
+                totals[name][1] += statistics.median(t[1] for t in times[name])
+                iterations[name] += output.iterations_run
+                differences[name].append((output.flow.float() - outputs["reference"].flow).abs().flatten())
 
     label = f"RAFT-{size}" + ("" if weights else " (random weights)")
-    where = torch.cuda.get_device_name(image1.device) if image1.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"\n{label}, {image1.shape[-1]}x{image1.shape[-2]}, max {iters} iterations, {where}, median of {repeats}")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\n{label}, {pairs[0][0].shape[-1]}x{pairs[0][0].shape[-2]}, max {iters} iterations, {where}, median of {repeats}, {len(pairs)} pair(s)")
     print(f"{'path':<10} {'wall s':>7} {'cpu s':>7} {'x wall':>7} {'x cpu':>7} {'iters':>5} {'max |d| px':>11} {'mean |d| px':>12}")
-    ref_wall = statistics.median(t[0] for t in times["reference"])
-    ref_cpu = statistics.median(t[1] for t in times["reference"])
-    for name, output in outputs.items():
-        wall = statistics.median(t[0] for t in times[name])
-        cpu = statistics.median(t[1] for t in times[name])
-        difference = (output.flow.float() - outputs["reference"].flow).abs()
+    ref_wall, ref_cpu = totals["reference"]
+    for name, (wall, cpu) in totals.items():
+        difference = torch.cat(differences[name])
         print(
-            f"{name:<10} {wall:7.2f} {cpu:7.2f} {ref_wall / wall:7.2f} {ref_cpu / cpu:7.2f} {output.iterations_run:5d} "
-            f"{difference.max().item():11.2e} {difference.mean().item():12.2e}"
+            f"{name:<10} {wall / len(pairs):7.2f} {cpu / len(pairs):7.2f} {ref_wall / wall:7.2f} {ref_cpu / cpu:7.2f} "
+            f"{iterations[name] / len(pairs):5.1f} {difference.max().item():11.2e} {difference.mean().item():12.2e}"
         )
 
 
@@ -135,17 +157,20 @@ def main() -> None:
     parser.add_argument("--weights-large", help="trained RAFT-large weights (enables the default path)")
     parser.add_argument("--weights-small", help="trained RAFT-small weights (enables the default path)")
     parser.add_argument("--half", action="store_true", help="also time reduced precision")
+    parser.add_argument(
+        "--every-sintel-pair", action="store_true", help="every Sintel pair with GT in --data, not only alley_1 (seconds: mean per pair)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.split("x"))
-    image1, image2, what = frames(args.data, width, height)
+    pairs, what = frames(args.data, width, height, args.every_sintel_pair)
     device = resolve_device(args.device)
-    image1, image2 = image1.to(device), image2.to(device)
+    pairs = [(a.to(device), b.to(device)) for a, b in pairs]
     print(f"frames: {what}")
     for size in args.models:
-        benchmark(size, getattr(args, f"weights_{size}"), image1, image2, args.iters, args.repeats, args.half)
+        benchmark(size, getattr(args, f"weights_{size}"), pairs, args.iters, args.repeats, args.half)
 
 
 if __name__ == "__main__":

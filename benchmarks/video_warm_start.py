@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from rafttool.api import FlowEngine
+from rafttool.engine.model import DEFAULT_TOLERANCE
 from rafttool.evaluate import endpoint_error
 from rafttool.flowops import warp_backward
 from rafttool.io.flowfile import read_flow
@@ -85,7 +86,7 @@ def main() -> None:
     parser.add_argument("--max-frames", type=int, default=16)
     parser.add_argument("--max-side", type=int, default=1024, help="downscale larger clips to this longer side")
     parser.add_argument("--iters", type=int, nargs="+", default=[4, 8, 12], help="iteration caps to compare")
-    parser.add_argument("--tolerance", type=float, default=0.1, help="adaptive stop (px); negative: fixed iterations")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="adaptive stop (px); negative: fixed iterations")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()

@@ -88,7 +88,7 @@ SMALL = RAFTConfig(
 
 CONFIGS: dict[str, RAFTConfig] = {"large": LARGE, "small": SMALL}
 
-DEFAULT_TOLERANCE = 0.1
+DEFAULT_TOLERANCE = 0.5
 """Adaptive iterations' stopping tolerance for inference (``forward(tolerance=...)``), in
 full-resolution px of mean update: chosen on real data, see README (Performance)."""
 

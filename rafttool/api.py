@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Union
+from typing import Literal, Union
 
 import numpy as np
 import torch
@@ -93,7 +93,8 @@ class FlowEngine:
 
     ``iters`` is the most refinement iterations a pair gets: a pass stops early once an
     iteration moves the flow by less than ``tolerance`` px on average (``tolerance=None`` always
-    runs ``iters``). ``corr_mode`` stores the correlation volume ('full'), computes it per lookup
+    runs ``iters``). ``'auto'`` stops at :data:`DEFAULT_TOLERANCE` with the bundled weights and
+    never with weights given by the user, so that official checkpoints give the original's flow. ``corr_mode`` stores the correlation volume ('full'), computes it per lookup
     ('on_demand', for frames too large for the volume) or picks by free memory ('auto').
     ``compile`` runs the encoders and the update step through ``torch.compile``: worth its
     start-up time (a minute or more per frame size) for long videos and on GPUs.
@@ -112,7 +113,7 @@ class FlowEngine:
         device: str = "auto",
         iters: int = 12,
         half: bool = False,
-        tolerance: float | None = DEFAULT_TOLERANCE,
+        tolerance: float | Literal["auto"] | None = "auto",
         corr_mode: CorrMode = "auto",
         compile: bool = False,
         int8: bool | None = None,
@@ -123,10 +124,11 @@ class FlowEngine:
         self.model: RAFT = load_into(build_model(loaded.model), loaded).to(self.device).eval()
         self.iters = iters
         self.autocast_dtype = _half_dtype(self.device) if half else None
-        self.tolerance = tolerance
+        bundled = _is_bundled(weights, loaded.model)
+        self.tolerance = (DEFAULT_TOLERANCE if bundled else None) if tolerance == "auto" else tolerance
         self.corr_mode = check_corr_mode(corr_mode)
         if int8 is None:
-            int8 = _is_bundled(weights, loaded.model) and not half and self.device.type == "cpu" and int8_supported()
+            int8 = bundled and not half and self.device.type == "cpu" and int8_supported()
         elif int8 and not (self.device.type == "cpu" and int8_supported()):
             raise ValueError("int8 needs a CPU with VNNI instructions and PyTorch's oneDNN int8 operators; run without int8")
         self.int8 = int8
@@ -139,7 +141,7 @@ class FlowEngine:
         self._workspace = VolumeWorkspace()
 
     def _options(self) -> dict:
-        """Keyword arguments of every forward pass."""
+        """Keyword arguments of every forward pass (``RAFT.forward``)."""
         return {"tolerance": self.tolerance, "corr_mode": self.corr_mode, "check_every": self.check_every, "int8": self.int8,
                 "workspace": self._workspace}
 

@@ -218,9 +218,11 @@ def test_a_sequence_encodes_each_frame_once_and_matches_pairwise_flow():
 
 def test_engine_adapts_iterations_by_default_and_reuses_a_video_frame_s_features(tmp_path):
     save_weights(tmp_path / "w.pt", _frozen_flow_head(_model("small")))
-    engine = FlowEngine(weights=tmp_path / "w.pt", device="cpu")
+    assert FlowEngine(device="cpu").tolerance == DEFAULT_TOLERANCE  # the bundled weights' measured default
+    assert FlowEngine(weights=tmp_path / "w.pt", device="cpu").tolerance is None  # a user's: the original's iterations
+    engine = FlowEngine(weights=tmp_path / "w.pt", device="cpu", tolerance=DEFAULT_TOLERANCE)
     fixed = FlowEngine(weights=tmp_path / "w.pt", device="cpu", tolerance=None, iters=3)
-    assert (engine.tolerance, engine.iters) == (DEFAULT_TOLERANCE, 12)
+    assert engine.iters == 12
     frames = [np.random.default_rng(i).integers(0, 255, (128, 136, 3), dtype=np.uint8) for i in range(3)]
     encoded = []
     engine.model.feature_encoder.register_forward_hook(lambda module, inputs, output: encoded.append(output.shape[0]))

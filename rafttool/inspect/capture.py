@@ -121,7 +121,8 @@ def capture(
 ) -> Capture:
     """Run ``engine`` on one pair with a trace and extract the report's data for ``pixels``.
 
-    The pass runs in fp32 whatever the engine's precision, so the pictures are not quantised.
+    The pass runs in fp32 whatever the engine's precision, so the pictures are not quantised,
+    and stops where the engine's adaptive iterations would.
     """
     rgb1, rgb2 = load_rgb(image1), load_rgb(image2)
     check_inputs(rgb1, rgb2, pixels)
@@ -129,7 +130,9 @@ def capture(
     trace = Trace()
     batch = [torch.from_numpy(rgb).permute(2, 0, 1)[None].float().to(engine.device) for rgb in (rgb1, rgb2)]
     with torch.inference_mode():
-        output = engine.model(*batch, iters=iters or engine.iters, trace=trace)
+        output = engine.model(
+            *batch, iters=iters or engine.iters, trace=trace, tolerance=engine.tolerance, check_every=engine.check_every
+        )
 
     steps = trace.per_iteration
     padding: Padding = trace.objects["padding"]

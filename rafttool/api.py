@@ -130,7 +130,7 @@ class FlowEngine:
         if int8 is None:
             int8 = bundled and not half and self.device.type == "cpu" and int8_supported()
         elif int8 and not (self.device.type == "cpu" and int8_supported()):
-            raise ValueError("int8 needs a CPU with VNNI instructions and PyTorch's oneDNN int8 operators; run without int8")
+            raise ValueError("int8 needs a CPU with VNNI instructions and PyTorch's oneDNN int8 operators; leave int8 off (--fp32)")
         self.int8 = int8
         # Testing for convergence reads the update back to the host: free on a CPU, a pipeline
         # stall on a GPU, so there it is only done every few iterations.

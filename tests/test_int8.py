@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from typer.testing import CliRunner
 
 import rafttool.api as api
 from rafttool.api import FlowEngine
+from rafttool.cli.main import app
 from rafttool.engine.correlation import CorrelationPyramid, VolumeWorkspace
 from rafttool.engine.int8 import Int8Conv, Int8UpdateStep, int8_supported, quantize_nonnegative, quantize_unit
 from rafttool.engine.model import build_model
@@ -71,11 +74,20 @@ def test_engine_uses_int8_by_default_only_for_the_bundled_weights(tmp_path):
     assert FlowEngine(weights=tmp_path / "w.pt", device="cpu", int8=True).int8
 
 
-def test_int8_on_a_machine_without_it_is_a_clear_error(monkeypatch):
+def test_int8_on_a_machine_without_it_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(api, "int8_supported", lambda: False)
     assert not FlowEngine(device="cpu").int8
     with pytest.raises(ValueError, match="int8 needs a CPU with VNNI"):
         FlowEngine(device="cpu", int8=True)
+    image = (np.random.default_rng(0).random((128, 160, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    out = tmp_path / "flow.flo"
+    args = ["flow", str(tmp_path / "a.png"), str(tmp_path / "a.png"), "-o", str(out), "--int8", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and not out.exists()
+    assert result.output.strip().splitlines() == [
+        "error: int8 needs a CPU with VNNI instructions and PyTorch's oneDNN int8 operators; leave int8 off (--fp32)"
+    ]
 
 
 @needs_int8

@@ -1,0 +1,113 @@
+"""Which parts of RAFT can run in int8: EPE on ../shared/data per family, against fp32.
+
+The GRU gates and the flow head's first convolution run in real int8 (``FlowEngine(int8=True)``,
+see :mod:`rafttool.engine.int8`). Other layers are *simulated* in int8 on top of that: their
+input rounded to uint8 with one scale per tensor (from its range), their weights to int8 with
+one scale per output channel, then an fp32 convolution of the rounded values, which is what an
+int8 convolution with exact integer accumulation computes. Layers with fewer than 8 input
+channels (the stems' RGB input, the raw flow) are left alone.
+
+    python benchmarks/int8_layers.py                  # the shipped set, and it with more layers
+    python benchmarks/int8_layers.py --default-mode   # the engine: fp32/int8 x fixed/adaptive
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rafttool.api import FlowEngine
+from rafttool.data.datasets import detect_datasets
+from rafttool.engine.model import DEFAULT_TOLERANCE
+from rafttool.evaluate import evaluate_family
+
+EXTRA_LAYERS = {
+    "motion encoder (last conv)": ("update_block.motion_encoder.fuse_conv",),
+    "motion encoder (all)": ("update_block.motion_encoder",),
+    "context encoder": ("context_encoder",),
+    "both encoders": ("feature_encoder", "context_encoder"),
+}
+
+
+def _round_activations(x: torch.Tensor) -> torch.Tensor:
+    low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = max((high - low) / 255, 1e-12)
+    zero_point = round(-low / scale)
+    return ((x / scale + zero_point).round().clamp(0, 255) - zero_point) * scale
+
+
+def _round_weights(w: torch.Tensor) -> torch.Tensor:
+    scale = w.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12) / 127
+    return (w / scale).round() * scale
+
+
+@contextlib.contextmanager
+def simulated_int8(model: torch.nn.Module, prefixes: tuple[str, ...]) -> Iterator[None]:
+    """Convolutions of modules whose name starts with one of ``prefixes`` compute as in int8."""
+    chosen = {
+        module.weight.data_ptr()
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Conv2d) and module.in_channels >= 8 and name.startswith(prefixes)
+    }
+    original = F.conv2d
+
+    def conv2d(x, weight, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if weight.data_ptr() in chosen:
+            x, weight = _round_activations(x), _round_weights(weight)
+        return original(x, weight, *args, **kwargs)
+
+    F.conv2d = conv2d
+    try:
+        yield
+    finally:
+        F.conv2d = original
+
+
+def evaluate(engine: FlowEngine, data: Path) -> dict[str, float]:
+    row: dict[str, float] = {}
+    for split, samples in detect_datasets(data).items():
+        used: list[int] = []
+
+        def predict(image1, image2):  # type: ignore[no-untyped-def]
+            result = engine.estimate_batch([image1], [image2])[0]
+            used.append(result.iterations_run)
+            return result.flow
+
+        row[split] = round(evaluate_family(split, samples, predict).summary()["epe"], 3)
+        row[f"{split} iterations"] = round(sum(used) / len(used), 2)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--weights", help="RAFT weights (default: the bundled RAFT-small)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--default-mode", action="store_true", help="compare fp32/int8 with fixed and adaptive iterations")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    def engine(int8: bool, tolerance: float | None = None) -> FlowEngine:
+        return FlowEngine(weights=args.weights, device="cpu", iters=12, tolerance=tolerance, int8=int8)
+
+    if args.default_mode:
+        for int8 in (False, True):
+            for tolerance in (None, DEFAULT_TOLERANCE):
+                print(json.dumps({"int8": int8, "tolerance": tolerance, **evaluate(engine(int8, tolerance), args.data)}), flush=True)
+        return
+    print(json.dumps({"int8": "none", **evaluate(engine(False), args.data)}), flush=True)
+    shipped = engine(True)
+    print(json.dumps({"int8": "GRU + flow head (shipped)", **evaluate(shipped, args.data)}), flush=True)
+    for label, prefixes in EXTRA_LAYERS.items():
+        with simulated_int8(shipped.model, prefixes):
+            print(json.dumps({"int8": f"shipped + {label}", **evaluate(shipped, args.data)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -146,10 +146,14 @@ class _WindowLookup:
         tensor, the layout the update block's convolutions run fastest on.
         """
         along_x = torch.addcmul(values[..., :-1] * wx[0].unsqueeze(1), values[..., 1:], wx[1].unsqueeze(1))
-        samples = torch.addcmul(along_x[:, :-1] * wy[0].unsqueeze(2), along_x[:, 1:], wy[1].unsqueeze(2))
-        side = 2 * self.radius + 1
-        rows = samples.view(-1, self.num_levels, side, side).transpose(2, 3)
-        return rows.reshape(self.batch, self.height, self.width, -1).permute(0, 3, 1, 2)
+        top, bottom = along_x[:, :-1] * wy[0].unsqueeze(2), along_x[:, 1:]
+        if along_x.requires_grad:  # out= has no autograd
+            samples = torch.addcmul(top, bottom, wy[1].unsqueeze(2)).transpose(1, 2)
+        else:  # written straight into x-major order, sparing a transposing copy
+            side = 2 * self.radius + 1
+            samples = along_x.new_empty(along_x.shape[0], side, side)
+            torch.addcmul(top, bottom, wy[1].unsqueeze(2), out=samples.transpose(1, 2))
+        return samples.reshape(self.batch, self.height, self.width, -1).permute(0, 3, 1, 2)
 
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
         """Correlation features around ``coords`` (B, 2, H, W) -> (B, levels*(2r+1)^2, H, W)."""

@@ -1,6 +1,6 @@
 """Which parts of RAFT can run in int8: EPE on ../shared/data per family, against fp32.
 
-The GRU gates and the flow head's first convolution run in real int8 (``FlowEngine(int8=True)``,
+The motion encoder's last convolution, the GRU gates and the flow head's first convolution run in real int8 (``FlowEngine(int8=True)``,
 see :mod:`rafttool.engine.int8`). Other layers are *simulated* in int8 on top of that: their
 input rounded to uint8 with one scale per tensor (from its range), their weights to int8 with
 one scale per output channel, then an fp32 convolution of the rounded values, which is what an
@@ -28,8 +28,7 @@ from rafttool.engine.model import DEFAULT_TOLERANCE
 from rafttool.evaluate import evaluate_family
 
 EXTRA_LAYERS = {
-    "motion encoder (last conv)": ("update_block.motion_encoder.fuse_conv",),
-    "motion encoder (all)": ("update_block.motion_encoder",),
+    "motion encoder (first convs)": ("update_block.motion_encoder.corr_conv", "update_block.motion_encoder.flow_conv"),
     "context encoder": ("context_encoder",),
     "both encoders": ("feature_encoder", "context_encoder"),
 }
@@ -103,7 +102,7 @@ def main() -> None:
         return
     print(json.dumps({"int8": "none", **evaluate(engine(False), args.data)}), flush=True)
     shipped = engine(True)
-    print(json.dumps({"int8": "GRU + flow head (shipped)", **evaluate(shipped, args.data)}), flush=True)
+    print(json.dumps({"int8": "shipped: motion encoder's last conv, GRU, flow head", **evaluate(shipped, args.data)}), flush=True)
     for label, prefixes in EXTRA_LAYERS.items():
         with simulated_int8(shipped.model, prefixes):
             print(json.dumps({"int8": f"shipped + {label}", **evaluate(shipped, args.data)}), flush=True)

@@ -40,12 +40,15 @@ class MotionEncoder(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, flow: torch.Tensor, corr: torch.Tensor) -> torch.Tensor:
+        fused = self.relu(self.fuse_conv(torch.cat(self.branches(flow, corr), dim=1)))
+        return torch.cat([fused, flow], dim=1)
+
+    def branches(self, flow: torch.Tensor, corr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The correlation and flow branches' features, before ``fuse_conv`` joins them."""
         c = self.relu(self.corr_conv1(corr))
         if self.corr_conv2 is not None:
             c = self.relu(self.corr_conv2(c))
-        f = self.relu(self.flow_conv2(self.relu(self.flow_conv1(flow))))
-        fused = self.relu(self.fuse_conv(torch.cat([c, f], dim=1)))
-        return torch.cat([fused, flow], dim=1)
+        return c, self.relu(self.flow_conv2(self.relu(self.flow_conv1(flow))))
 
 
 @dataclass

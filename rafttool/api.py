@@ -94,16 +94,19 @@ class FlowEngine:
     ``iters`` is the most refinement iterations a pair gets: a pass stops early once an
     iteration moves the flow by less than ``tolerance`` px on average (``tolerance=None`` always
     runs ``iters``). ``'auto'`` stops at :data:`DEFAULT_TOLERANCE` with the bundled weights and
-    never with weights given by the user, so that official checkpoints give the original's flow. ``corr_mode`` stores the correlation volume ('full'), computes it per lookup
+    never with weights given by the user, so that official checkpoints give the original's flow.
+    ``corr_mode`` stores the correlation volume ('full'), computes it per lookup
     ('on_demand', for frames too large for the volume) or picks by free memory ('auto').
     ``compile`` runs the encoders and the update step through ``torch.compile``: worth its
     start-up time (a minute or more per frame size) for long videos and on GPUs.
 
-    ``int8`` runs the GRU gates and the flow head's first convolution in int8 (CPUs with VNNI:
-    see :mod:`rafttool.engine.int8`). ``None`` (the default) turns it on where it has been
-    measured to keep the EPE within 2%: the bundled weights (also when named by path) on such a
-    CPU, without ``half``.
-    Weights given by the user run fp32, so that official checkpoints give the original's flow.
+    ``int8`` runs the update block's large convolutions in int8 (CPUs with VNNI: see
+    :mod:`rafttool.engine.int8`). ``None`` (the default) turns it on where it has been measured
+    to keep the EPE within 2%: the bundled weights (also when named by path) on such a CPU,
+    without ``half``. Weights given by the user run fp32.
+
+    An engine keeps state between calls (the last frames' features, the correlation volume's
+    memory), so use one engine per thread.
     """
 
     def __init__(
@@ -160,7 +163,7 @@ class FlowEngine:
 
     @property
     def precision(self) -> str:
-        """What the network computes in: fp32, bf16 or fp16 (``half``), or int8 (the GRU)."""
+        """What the network computes in: fp32, bf16 or fp16 (``half``), or int8 (the update block)."""
         if self.autocast_dtype is not None:
             return {torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast_dtype]
         return "int8" if self.int8 else "fp32"

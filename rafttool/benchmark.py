@@ -85,7 +85,7 @@ class BenchResult:
     model: str
     weights: str
     threads: int
-    precision: str  # fp32, bf16, fp16, int8 (RAFT's GRU), or '-' for OpenCV's methods
+    precision: str  # fp32, bf16, fp16, int8 (RAFT's update block), or '-' for OpenCV's methods
 
     @property
     def median(self) -> float:

@@ -162,7 +162,7 @@ class RAFT(nn.Module):
         the update back to the host, so on a GPU it runs only every ``check_every`` iterations.
         ``features`` are both frames' :meth:`features`, when the caller has them already.
         ``int8`` (inference on CPUs where :func:`~rafttool.engine.int8.int8_supported`) runs the
-        GRU gates and the flow head's first convolution in int8: see :mod:`rafttool.engine.int8`.
+        update block's large convolutions in int8: see :mod:`rafttool.engine.int8`.
         A ``workspace`` holds the correlation volume from one call to the next (inference only).
         """
         if image1.shape != image2.shape:

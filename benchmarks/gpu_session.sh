@@ -3,7 +3,8 @@
 # training from the shipped weights for whatever time is left. Everything lands in $OUT
 # (gpu.log, run/). Run from the repository root on a machine with torch, OpenCV, typer, rich
 # and scikit-image:   OUT=/tmp/gpu bash benchmarks/gpu_session.sh
-# Settings: DEVICE (cuda), SESSION_SECONDS (total wall clock to fit in, 560), TRAIN_* below.
+# Settings: DEVICE (cuda), SESSION_SECONDS (total wall clock to fit in, 560), TRAIN_* below,
+# CHECKS (all: tests and figures, the default; tests: the CUDA tests only, more time to train).
 set -u
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 DEVICE=${DEVICE:-cuda}
@@ -19,6 +20,7 @@ mkdir -p "$OUT"
   df -h /dev/shm | tail -n 1
   echo "== tests (CUDA paths)"
   timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
+  if [ "${CHECKS:-all}" = all ]; then
   echo "== exact and reduced-precision paths vs the reference computation"
   timeout 90 python3 benchmarks/speed_vs_reference.py --device "$DEVICE" --size "$BENCH_SIZE" --repeats 5 --half --weights-small weights/raft-small.pt
   echo "== raft bench: batches, precision, large frames"
@@ -29,6 +31,7 @@ mkdir -p "$OUT"
   python3 benchmarks/motorcycle_dataset.py /tmp/moto >/dev/null
   timeout 40 python3 -m rafttool eval /tmp/moto/pairs.txt -m raft --device "$DEVICE" --markdown -q
   timeout 40 python3 -m rafttool eval /tmp/moto/pairs.txt -m raft --device "$DEVICE" --half --markdown -q
+  fi
   left=$((SESSION_SECONDS - SECONDS - 45))  # 45 s: workers' start, the last checkpoint, the way out
   echo "== training for ${left} s"
   python3 -m rafttool train --run-dir "$OUT/run" --device "$DEVICE" --bf16 --minutes "$(python3 -c "print($left / 60)")" \

@@ -37,7 +37,8 @@ mkdir -p "$OUT"
   python3 -m rafttool train --run-dir "$OUT/run" --device "$DEVICE" --bf16 --minutes "$(python3 -c "print($left / 60)")" \
     --init-weights weights/raft-small.pt --batch-size "${TRAIN_BATCH:-12}" --crop "${TRAIN_CROP:-320x448}" \
     --iters "${TRAIN_ITERS:-12}" --lr "${TRAIN_LR:-2e-4}" --ema-decay 0.998 --seed "${TRAIN_SEED:-5151}" \
-    --workers "${TRAIN_WORKERS:-14}" --validate-every 500 --checkpoint-minutes 1 --synthetic low_contrast_prob=0.3 -q
+    --workers "${TRAIN_WORKERS:-14}" --validate-every 500 --checkpoint-minutes 1 --synthetic low_contrast_prob=0.3 \
+    --synthetic "slow_ego_prob=${TRAIN_SLOW_EGO:-0.0}" -q
   echo "== training stopped (exit $?) after ${SECONDS} s in all"
   tail -n 2 "$OUT/run/metrics.jsonl"; cat "$OUT/run/validation.jsonl"
 } 2>&1 | tee "$log"

@@ -45,8 +45,14 @@ def _visible(sample: dict[str, np.ndarray], band: int = 2) -> tuple[np.ndarray, 
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"driving_prob": 1.0}, {"driving_prob": 0.0, "zoom_prob": 1.0}, {"low_contrast_prob": 1.0}],
-    ids=["default", "driving", "zoom", "low-contrast"],
+    [
+        {},
+        {"driving_prob": 1.0},
+        {"driving_prob": 1.0, "slow_ego_prob": 1.0},
+        {"driving_prob": 0.0, "zoom_prob": 1.0},
+        {"low_contrast_prob": 1.0},
+    ],
+    ids=["default", "driving", "stopped-driving", "zoom", "low-contrast"],
 )
 def test_warping_frame2_with_gt_flow_reproduces_frame1(overrides: dict[str, float]) -> None:
     ds = SyntheticFlowDataset(_geometric(**overrides), seed=1)
@@ -68,6 +74,18 @@ def test_warping_frame2_with_gt_flow_reproduces_frame1(overrides: dict[str, floa
     exact = np.concatenate(exact_errors)
     assert exact.size > 100
     assert exact.mean() < 0.8
+
+
+def test_a_stopped_camera_leaves_the_road_near_static() -> None:
+    """slow_ego_prob: the ground plane's bottom rows barely move, unlike under forward motion."""
+
+    def road_motion(slow: float) -> float:
+        config = _geometric(driving_prob=1.0, slow_ego_prob=slow, min_layers=0, max_layers=0, scale_prob=0.0)
+        flows = [SyntheticFlowDataset(config, seed=5).generate(i)["flow"][-4:] for i in range(8)]
+        return float(np.median(np.linalg.norm(np.concatenate(flows), axis=-1)))
+
+    stopped, driving = road_motion(1.0), road_motion(0.0)
+    assert stopped < 0.3 * driving, (stopped, driving)
 
 
 def test_layer_ids_move_with_the_flow() -> None:

@@ -57,6 +57,7 @@ class SyntheticFlowConfig:
     photo_fraction: float = 0.6
     low_contrast_prob: float = 0.0  # textures faded to 5-40% contrast, dark to mid grey
     driving_prob: float = 0.15  # ground plane + walls under forward motion (KITTI-like)
+    slow_ego_prob: float = 0.0  # driving scenes whose camera barely moves (stopped in traffic)
     zoom_prob: float = 0.15  # background zoom with a mild homography
     relative_motion_prob: float = 0.5  # object motion composed with the background's
     static_object_prob: float = 0.15  # objects without motion of their own
@@ -316,6 +317,10 @@ class SyntheticFlowDataset(Dataset):
         so flow grows towards the image periphery as in KITTI.
         """
         ds = self.config.displacement_scale
+        # Forward speed, as the zoom it causes: a stopped camera leaves the road near-static
+        # around independently moving objects, which a model must not fill with expansion.
+        slow = self.config.slow_ego_prob > 0 and rng.random() < self.config.slow_ego_prob  # old streams unchanged at 0
+        ground_speed, wall_speed = ((0.0, 0.03), (0.0, 0.03)) if slow else ((0.05, 0.8), (0.1, 0.9))
         foe = (ws * rng.uniform(0.35, 0.65), hs * rng.uniform(0.3, 0.55))
         camera = _translation(rng.normal(0.0, 4.0) * ds, rng.normal(0.0, 1.5) * ds) @ _rotation(
             rng.normal(0.0, 0.005)
@@ -327,7 +332,7 @@ class SyntheticFlowDataset(Dataset):
         rows = np.arange(hi, dtype=np.float32)[:, None]
         horizon = foe[1] + rng.uniform(0.0, 0.1) * hs
         ground = np.broadcast_to(np.clip(rows - horizon + 0.5, 0.0, 1.0), (hi, wi)).copy()
-        factor = min(3.0, 1.0 + rng.uniform(0.05, 0.8) * ds)  # zoom at the bottom row
+        factor = min(3.0, 1.0 + rng.uniform(*ground_speed) * ds)  # zoom at the bottom row
         a = (1.0 - 1.0 / factor) / (hs - foe[1])
         layers.append(self._plane(rng, ground, camera @ _pivot_homography(foe, 0.0, -a)))
 
@@ -349,7 +354,7 @@ class SyntheticFlowDataset(Dataset):
             )
             canvas = np.zeros((hi, wi), np.uint8)
             cv2.fillPoly(canvas, [np.round(quad * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
-            factor = min(1.9, 1.0 + rng.uniform(0.1, 0.9) * ds)  # zoom at the image side
+            factor = min(1.9, 1.0 + rng.uniform(*wall_speed) * ds)  # zoom at the image side
             b = (1.0 - 1.0 / factor) / (side * edge)
             wall = camera @ _pivot_homography(foe, -b, 0.0)
             layers.append(self._plane(rng, canvas.astype(np.float32) / 255.0, wall))

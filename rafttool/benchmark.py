@@ -59,6 +59,7 @@ class BenchConfig:
     device: str = "cpu"
     half: bool = False
     int8: bool | None = None  # None: FlowEngine's default
+    tolerance: float | str | None = "auto"  # as FlowEngine takes it
     model: str = "small"
     weights: str | None = None
     random_weights: bool = False
@@ -255,7 +256,7 @@ def _raft_subject(config: BenchConfig, image1: np.ndarray, image2: np.ndarray, s
     else:
         weights = config.weights or str(bundled_weights(config.model))
         label = Path(weights).name
-    engine = FlowEngine(config.model, weights, config.device, config.iters, config.half, int8=config.int8)
+    engine = FlowEngine(config.model, weights, config.device, config.iters, config.half, config.tolerance, int8=config.int8)
     images1, images2 = [image1] * config.batch, [image2] * config.batch
     return _Subject(
         call=lambda: engine.estimate_batch(images1, images2),

@@ -152,6 +152,19 @@ def test_output_format_follows_the_extension(
     np.testing.assert_allclose(read_flow(out), reference, atol=tolerance + 1e-6)
 
 
+def test_tolerance_option_stops_iterating_early_or_never(tmp_path: Path, pair: list[str], assets: Path) -> None:
+    """--weights run fixed iterations unless --tolerance asks; 0 means fixed."""
+    weights = ["--weights", str(assets / "tiny.pt"), "--iters", "4"]
+
+    def iterations(*extra: str) -> int:
+        (record,) = records(raft("flow", *pair, "-o", tmp_path / "f.flo", "--json", *weights, *extra))
+        return record["iterations"]
+
+    assert iterations() == 4
+    assert iterations("--tolerance", "1000") == 1  # every update is below 1000 px
+    assert iterations("--tolerance", "0") == 4
+
+
 def test_stdout_carries_exactly_the_flo_bytes(pair: list[str], net: list[str], reference: np.ndarray) -> None:
     result = ok(raft("flow", *pair, "-o", "-", *net))
     assert result.stdout_bytes == encode_flo(reference)

@@ -27,9 +27,11 @@ from rafttool.cli.common import (
     ModelSize,
     QuietOption,
     Reporter,
+    ToleranceOption,
     UsageProblem,
     WeightsOption,
     check_one_stdout_format,
+    engine_tolerance,
     parse_methods,
     reports_errors,
 )
@@ -78,7 +80,7 @@ def plan(
                 grid = itertools.product(devices, batches, iters)
                 configs += [BenchConfig("raft", width, height, b, i, d, **common) for d, b, i in grid]
             else:
-                configs.append(BenchConfig(method, width, height, **{**common, "half": False, "int8": None}))
+                configs.append(BenchConfig(method, width, height, **{**common, "half": False, "int8": None, "tolerance": "auto"}))
     return configs
 
 
@@ -157,6 +159,7 @@ def bench(
     weights: WeightsOption = None,
     half: HalfOption = False,
     int8: Int8Option = None,
+    tolerance: ToleranceOption = None,
     json: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -186,6 +189,7 @@ def bench(
         device or ["auto"],
         half=half,
         int8=int8,
+        tolerance=engine_tolerance(tolerance),
         model=model.value,
         weights=str(weights) if weights else None,
         random_weights=random_weights,

@@ -80,6 +80,16 @@ Int8Option = Annotated[
         rich_help_panel=ENGINE_PANEL,
     ),
 ]
+ToleranceOption = Annotated[
+    Optional[float],
+    typer.Option(
+        "--tolerance",
+        min=0.0,
+        help="Stop once an iteration moves the flow by less than this many px on average; 0: always run --iters. Default: 0.5 for the bundled weights, 0 for --weights.",
+        show_default=False,
+        rich_help_panel=ENGINE_PANEL,
+    ),
+]
 BatchOption = Annotated[
     int, typer.Option("--batch", min=1, help="Pairs per forward pass.", rich_help_panel=ENGINE_PANEL)
 ]
@@ -116,10 +126,25 @@ def check_one_stdout_format(json: bool, markdown: bool) -> None:
 
 
 def load_engine(
-    model: ModelSize, weights: Path | None, device: str, iters: int, half: bool, int8: bool | None = None
+    model: ModelSize,
+    weights: Path | None,
+    device: str,
+    iters: int,
+    half: bool,
+    int8: bool | None = None,
+    tolerance: float | None = None,
 ) -> FlowEngine:
     """The network the options ask for, loaded once per command."""
-    return FlowEngine(model=model.value, weights=weights, device=device, iters=iters, half=half, int8=int8)
+    return FlowEngine(
+        model=model.value, weights=weights, device=device, iters=iters, half=half, int8=int8, tolerance=engine_tolerance(tolerance)
+    )
+
+
+def engine_tolerance(option: float | None) -> float | str | None:
+    """--tolerance as FlowEngine takes it: absent -> 'auto', 0 -> fixed iterations (None)."""
+    if option is None:
+        return "auto"
+    return option or None
 
 
 def one_line(text: str) -> str:

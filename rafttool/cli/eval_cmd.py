@@ -27,6 +27,7 @@ from rafttool.cli.common import (
     ModelSize,
     QuietOption,
     Reporter,
+    ToleranceOption,
     UsageProblem,
     WeightsOption,
     check_one_stdout_format,
@@ -177,6 +178,7 @@ def evaluate(
     iters: ItersOption = 12,
     half: HalfOption = False,
     int8: Int8Option = None,
+    tolerance: ToleranceOption = None,
     json: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -193,10 +195,10 @@ def evaluate(
     raft_info: dict[str, Any] = {}
     for name in names:
         if name == "raft":
-            engine = load_engine(model, weights, device, iters, half, int8)
+            engine = load_engine(model, weights, device, iters, half, int8, tolerance)
             label = f"raft-{engine.model_name}"
             predictors[label] = engine.estimate
-            raft_info = {"weights": str(weights) if weights else f"bundled raft-{model.value}", "iters": iters, "device": str(engine.device), "half": half, "int8": engine.int8}
+            raft_info = {"weights": str(weights) if weights else f"bundled raft-{model.value}", "iters": iters, "device": str(engine.device), "half": half, "int8": engine.int8, "tolerance": engine.tolerance}
             continue
         try:
             predictors[name] = make_baseline(name)

@@ -29,6 +29,7 @@ from rafttool.cli.common import (
     ModelSize,
     QuietOption,
     Reporter,
+    ToleranceOption,
     UsageProblem,
     WeightsOption,
     check_flow_extension,
@@ -285,6 +286,7 @@ def flow(
     iters: ItersOption = 12,
     half: HalfOption = False,
     int8: Int8Option = None,
+    tolerance: ToleranceOption = None,
     json: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -303,7 +305,7 @@ def flow(
     )
 
     reporter = Reporter(quiet, json)
-    engine = load_engine(model, weights, device, iters, half, int8)
+    engine = load_engine(model, weights, device, iters, half, int8, tolerance)
     with_backward = backward or occlusion is not None
     results = engine.estimate_pairs(prefetch(_load_pairs(jobs, resize, with_backward), depth=2 * batch), batch_size=batch)
     with reporter.progress(len(jobs), "flow") as advance:

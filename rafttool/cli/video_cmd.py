@@ -25,6 +25,7 @@ from rafttool.cli.common import (
     ModelSize,
     QuietOption,
     Reporter,
+    ToleranceOption,
     UsageProblem,
     WeightsOption,
     check_writable,
@@ -126,6 +127,7 @@ def video(
     iters: ItersOption = 12,
     half: HalfOption = False,
     int8: Int8Option = None,
+    tolerance: ToleranceOption = None,
     json: JsonOption = False,
     quiet: QuietOption = False,
     debug: DebugOption = False,
@@ -159,7 +161,7 @@ def video(
         reporter.note(f"note: --batch {batch} ignored: warm start runs pairs one after another (add --no-warm-start to batch)")
         batch = 1
 
-    engine = load_engine(model, weights, device, iters, half, int8)
+    engine = load_engine(model, weights, device, iters, half, int8, tolerance)
     decoded = prefetch((frame for _, frame in itertools.islice(frames.frames(start, end, step, scale), max_frames)), depth=4)
     pairs = engine.estimate_sequence(decoded, warm_start=warm_start, batch_size=batch)
     colour_scale = None

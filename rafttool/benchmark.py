@@ -87,6 +87,7 @@ class BenchResult:
     weights: str
     threads: int
     precision: str  # fp32, bf16, fp16, int8 (RAFT's update block), or '-' for OpenCV's methods
+    iterations_run: float | None = None  # RAFT's mean over the timed calls: adaptive runs stop early
 
     @property
     def median(self) -> float:
@@ -114,6 +115,7 @@ class BenchResult:
             "height": config.height,
             "batch": config.batch,
             "iters": config.iters if config.is_raft else None,
+            "iterations_run": self.iterations_run,
             "threads": self.threads,
             "repeats": len(self.latencies),
             "warmup": config.warmup,
@@ -239,7 +241,7 @@ def _random_weights_file(model: str, folder: str) -> str:
 class _Subject:
     """What one configuration calls per timed run, and how to describe what ran."""
 
-    call: Callable[[], object]
+    call: Callable[[], int | None]  # RAFT's iterations run, None for other methods
     device: str
     model: str
     weights: str
@@ -259,7 +261,7 @@ def _raft_subject(config: BenchConfig, image1: np.ndarray, image2: np.ndarray, s
     engine = FlowEngine(config.model, weights, config.device, config.iters, config.half, config.tolerance, int8=config.int8)
     images1, images2 = [image1] * config.batch, [image2] * config.batch
     return _Subject(
-        call=lambda: engine.estimate_batch(images1, images2),
+        call=lambda: engine.estimate_batch(images1, images2)[0].iterations_run,
         device=str(engine.device),
         model=f"raft-{engine.model_name}",
         weights=label,
@@ -273,7 +275,11 @@ def _baseline_subject(config: BenchConfig, image1: np.ndarray, image2: np.ndarra
     if config.batch != 1 or config.device not in ("cpu", "auto"):
         raise ValueError(f"{config.method} runs on the CPU one pair at a time: use batch 1 and device cpu")
     predict = make_baseline(config.method)
-    return _Subject(lambda: predict(image1, image2), "cpu", config.method, "-", cv2.getNumThreads(), _CpuMemory())
+
+    def call() -> None:
+        predict(image1, image2)
+
+    return _Subject(call, "cpu", config.method, "-", cv2.getNumThreads(), _CpuMemory())
 
 
 def measure(config: BenchConfig) -> BenchResult:
@@ -289,10 +295,10 @@ def measure(config: BenchConfig) -> BenchResult:
         subject.memory.start()
         for _ in range(config.warmup):
             subject.call()
-        latencies = []
+        latencies, iterations = [], []
         for _ in range(config.repeats):
             started = time.perf_counter()
-            subject.call()
+            iterations.append(subject.call())
             latencies.append(time.perf_counter() - started)
         added = subject.memory.stop()
     return BenchResult(
@@ -306,6 +312,7 @@ def measure(config: BenchConfig) -> BenchResult:
         weights=subject.weights,
         threads=subject.threads,
         precision=subject.precision,
+        iterations_run=None if None in iterations else float(np.mean(iterations)),
     )
 
 

@@ -56,6 +56,7 @@ def test_bench_runs_raft_and_a_baseline_in_fresh_processes() -> None:
     raft, dis = [json.loads(line) for line in result.stdout.splitlines()]
     assert (raft["model"], raft["weights"], raft["iters"], raft["device"]) == ("raft-small", "random", 1, "cpu")
     assert (dis["model"], dis["weights"], dis["iters"]) == ("dis-ultrafast", "-", None)
+    assert (raft["iterations_run"], dis["iterations_run"]) == (1.0, None)
     for record in (raft, dis):
         assert (record["width"], record["height"], record["repeats"], record["threads"]) == (128, 128, 2, 1)
         assert len(record["latencies_s"]) == 2 and record["latency_min_s"] <= record["latency_median_s"] <= record["latency_max_s"]

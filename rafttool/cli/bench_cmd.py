@@ -88,6 +88,14 @@ def _ms(seconds: float) -> str:
     return f"{1000 * seconds:.1f}"
 
 
+def _iterations(record: dict) -> str:
+    """'12', or 'mean run/most' where adaptive iterations stopped early; '-' for OpenCV's methods."""
+    if not record["iters"]:
+        return "-"
+    run = record["iterations_run"]
+    return str(record["iters"]) if run is None or run == record["iters"] else f"{run:.1f}/{record['iters']}"
+
+
 def table_rows(results: list[BenchResult]) -> tuple[list[str], list[list[str]]]:
     """Header and one row per configuration; the spread is min-max and the interquartile range."""
     header = ["method", "weights", "device", "precision", "size", "batch", "iters", "median ms", "min-max ms", "IQR ms", "pairs/s", "+memory MB"]
@@ -102,7 +110,7 @@ def table_rows(results: list[BenchResult]) -> tuple[list[str], list[list[str]]]:
                 record["precision"],
                 f"{record['width']}x{record['height']}",
                 str(record["batch"]),
-                str(record["iters"] or "-"),
+                _iterations(record),
                 _ms(result.median),
                 f"{_ms(min(result.latencies))}-{_ms(max(result.latencies))}",
                 f"{_ms(q3 - q1)}",

@@ -65,6 +65,13 @@ def test_int8_step_stays_close_to_the_fp32_step(size):
     assert (delta8 - expected_delta).abs().mean() < 0.02 * expected_delta.abs().mean()
 
 
+def test_int8_refuses_to_run_where_gradients_are_expected():
+    model = build_model("small").eval()
+    image = torch.rand(1, 3, 128, 128) * 255
+    with pytest.raises(ValueError, match="int8 computes no gradients"):
+        model(image, image, iters=1, int8=True)
+
+
 @needs_int8
 def test_engine_uses_int8_by_default_only_for_the_bundled_weights(tmp_path):
     assert FlowEngine(device="cpu").int8

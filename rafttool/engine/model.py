@@ -182,6 +182,8 @@ class RAFT(nn.Module):
         hidden = torch.tanh(hidden).contiguous(memory_format=torch.channels_last)
         context = torch.relu(context).contiguous(memory_format=torch.channels_last)
         if int8:
+            if torch.is_grad_enabled():
+                raise ValueError("int8 computes no gradients: run it under torch.inference_mode() or torch.no_grad()")
             step = Int8UpdateStep(self.update_block, context)
         else:
             step = functools.partial(self.update_block.step, plans=self.update_block.plan(context))

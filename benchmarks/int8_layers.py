@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from rafttool.api import FlowEngine
 from rafttool.data.datasets import detect_datasets
+from rafttool.engine.int8 import int8_weights
 from rafttool.engine.model import DEFAULT_TOLERANCE
 from rafttool.evaluate import evaluate_family
 
@@ -42,8 +43,8 @@ def _round_activations(x: torch.Tensor) -> torch.Tensor:
 
 
 def _round_weights(w: torch.Tensor) -> torch.Tensor:
-    scale = w.abs().amax(dim=(1, 2, 3), keepdim=True).clamp(min=1e-12) / 127
-    return (w / scale).round() * scale
+    integers, scales = int8_weights(w)  # exactly the engine's rounding
+    return integers.float() * scales.view(-1, 1, 1, 1)
 
 
 @contextlib.contextmanager

@@ -71,14 +71,19 @@ def quantize_nonnegative(x: torch.Tensor) -> Quantized:
     return quantize(x, peak / 255.0 if peak > 0 else 1.0, 0)
 
 
+def int8_weights(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Convolution weights as int8 with one symmetric scale per output channel: (integers, scales)."""
+    weight = weight.detach().float()
+    scales = weight.abs().amax(dim=(1, 2, 3)).clamp(min=1e-12) / 127.0
+    return torch.round(weight / scales.view(-1, 1, 1, 1)).to(torch.int8), scales
+
+
 class Int8Conv:
     """A frozen stride-1 convolution with int8 weights (one scale per output channel) taking a
     :class:`Quantized` input and returning fp32, optionally through a fused ReLU."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int], relu: bool = False) -> None:
-        weight = weight.detach().float()
-        scales = weight.abs().amax(dim=(1, 2, 3)).clamp(min=1e-12) / 127.0
-        integers = torch.round(weight / scales.view(-1, 1, 1, 1)).to(torch.int8)
+        integers, scales = int8_weights(weight)
         self.padding = list(padding)
         self.packed = torch.ops.onednn.qconv_prepack(integers, scales, 1.0, 0, [1, 1], self.padding, [1, 1], 1, None)
         self.scales = scales
@@ -94,31 +99,33 @@ class Int8Conv:
 
 
 class _Int8Gate:
-    """One gate convolution over [h, motion features, flow], split by input so that each part
-    gets its own scale: int8 over h and over the motion features, fp32 over the two flow channels."""
+    """One gate convolution's int8 part, over [h, motion features], split by input so that each
+    part gets its own scale (its fp32 part, over the two flow channels, is :class:`_Int8Cell`'s)."""
 
     def __init__(self, weight: torch.Tensor, hidden: int, padding: tuple[int, int]) -> None:
         self.over_hidden = Int8Conv(weight[:, :hidden], None, padding)
         self.over_motion = Int8Conv(weight[:, hidden:-2], None, padding)
-        self.over_flow = weight[:, -2:].detach().float().contiguous()
-        self.padding = padding
 
-    def __call__(self, hidden: Quantized, motion: Quantized, flow: torch.Tensor) -> torch.Tensor:
-        out = self.over_hidden(hidden).add_(self.over_motion(motion))
-        return out.add_(F.conv2d(flow, self.over_flow, padding=self.padding))
+    def __call__(self, hidden: Quantized, motion: Quantized) -> torch.Tensor:
+        return self.over_hidden(hidden).add_(self.over_motion(motion))
 
 
 class _Int8Cell:
-    """:meth:`ConvGRUCell.step` with int8 gate convolutions."""
+    """:meth:`ConvGRUCell.step` with int8 gate convolutions. Both gates' fp32 share over the
+    flow channels is one convolution: they read the same input."""
 
     def __init__(self, plan: GRUPlan, hidden: int) -> None:
         self.zr = _Int8Gate(plan.zr_weight, hidden, plan.padding)
         self.q = _Int8Gate(plan.q_weight, hidden, plan.padding)
+        self.over_flow = torch.cat([plan.zr_weight[:, -2:], plan.q_weight[:, -2:]]).detach().float().contiguous()
+        self.split = [plan.zr_weight.shape[0], plan.q_weight.shape[0]]
+        self.padding = plan.padding
         self.context_zr, self.context_q = plan.context_zr, plan.context_q
 
     def __call__(self, h: torch.Tensor, motion: Quantized, flow: torch.Tensor) -> torch.Tensor:
-        z, r = self.zr(quantize_unit(h), motion, flow).add_(self.context_zr).sigmoid_().chunk(2, dim=1)
-        q = self.q(quantize_unit(r * h), motion, flow).add_(self.context_q).tanh_()
+        flow_zr, flow_q = F.conv2d(flow, self.over_flow, padding=self.padding).split(self.split, dim=1)
+        z, r = self.zr(quantize_unit(h), motion).add_(flow_zr).add_(self.context_zr).sigmoid_().chunk(2, dim=1)
+        q = self.q(quantize_unit(r * h), motion).add_(flow_q).add_(self.context_q).tanh_()
         return torch.lerp(h, q, z)
 
 

@@ -39,6 +39,7 @@ from rafttool.api import resolve_device
 from rafttool.data.datasets import detect_datasets
 from rafttool.engine.correlation import VolumeWorkspace
 from rafttool.engine.int8 import int8_supported
+from rafttool.engine.memory import keep_freed_memory
 from rafttool.engine.model import DEFAULT_TOLERANCE, RAFT, FlowOutput, build_model
 from rafttool.engine.reference import as_reference, reference_forward
 from rafttool.engine.weights import model_from_weights
@@ -167,6 +168,8 @@ def main() -> None:
     width, height = (int(v) for v in args.size.split("x"))
     pairs, what = frames(args.data, width, height, args.every_sintel_pair)
     device = resolve_device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as FlowEngine does, for every path alike
     pairs = [(a.to(device), b.to(device)) for a, b in pairs]
     print(f"frames: {what}")
     for size in args.models:

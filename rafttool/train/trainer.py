@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from rafttool.engine.memory import keep_freed_memory
 from rafttool.engine.model import RAFT, build_model
 from rafttool.engine.weights import load_into, read_weights, save_weights
 from rafttool.io.atomic import atomic_write
@@ -131,6 +132,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if config.threads:
             torch.set_num_threads(config.threads)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # a training step on the CPU runs ~10% faster
         torch.manual_seed(config.seed)
         self.model = build_model(config.model)
         if config.init_weights:

@@ -56,8 +56,13 @@ class Quantized:
 
 
 def quantize(x: torch.Tensor, scale: float, zero_point: int) -> Quantized:
-    q = torch.mul(x, 1.0 / scale).add_(zero_point).round_().clamp_(0, 255)
-    return Quantized(q.to(torch.uint8).contiguous(memory_format=torch.channels_last), scale, zero_point)
+    """``x`` to channels-last uint8, rounding half up. The callers' scales map ``x`` into
+    [0, 255] by construction, so there is nothing to clamp, and the conversion's truncation
+    after adding 0.5 is the rounding: one pass over ``x`` and one conversion (the layout is
+    channels-last already in the update loop)."""
+    offset = torch.tensor(zero_point + 0.5, dtype=x.dtype, device=x.device)
+    q = torch.add(offset, x, alpha=1.0 / scale).to(torch.uint8)
+    return Quantized(q.contiguous(memory_format=torch.channels_last), scale, zero_point)
 
 
 def quantize_unit(x: torch.Tensor) -> Quantized:

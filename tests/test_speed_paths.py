@@ -18,6 +18,7 @@ from rafttool.engine.encoders import InstanceNorm
 from rafttool.engine.model import DEFAULT_TOLERANCE, build_model, coordinate_grid
 from rafttool.engine.reference import ReferenceCorrelation, as_reference, reference_forward
 from rafttool.engine.trace import Trace
+from rafttool.engine.update import FlowHead, conv_to_few_channels
 from rafttool.engine.warm_start import forward_project
 from rafttool.engine.weights import save_weights
 
@@ -155,6 +156,23 @@ def test_instance_norm_is_torch_instance_norm_forward_and_backward():
     (expected,) = torch.autograd.grad((theirs * upstream).sum(), x)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
     torch.testing.assert_close(gradient, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("kernel", "out_channels", "bias"), [((3, 3), 2, True), ((1, 5), 3, False), ((7, 7), 2, True)])
+def test_convolution_to_few_channels_is_the_plain_convolution(kernel, out_channels, bias):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 9, 13, generator=generator).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(out_channels, 16, *kernel, generator=generator)
+    b = torch.randn(out_channels, generator=generator) if bias else None
+    expected = torch.nn.functional.conv2d(x, weight, b, padding=(kernel[0] // 2, kernel[1] // 2))
+    torch.testing.assert_close(conv_to_few_channels(x, weight, b), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_flow_head_step_is_its_forward_at_inference():
+    head = FlowHead(32, 48)
+    h = torch.randn(1, 32, 11, 17).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(head.step(h), head(h), atol=1e-5, rtol=1e-5)
 
 
 def _frozen_flow_head(model: torch.nn.Module) -> torch.nn.Module:

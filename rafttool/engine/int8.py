@@ -170,5 +170,5 @@ class Int8UpdateStep:
         motion, features = self.motion_encoder(flow, corr)  # features: shared by every gate of every cell
         for cell in self.cells:
             hidden = cell(hidden, features, flow)
-        delta = self.block.flow_head.conv2(self.head(quantize_unit(hidden)))
+        delta = self.block.flow_head.offset(self.head(quantize_unit(hidden)))
         return hidden, delta, motion

@@ -127,9 +127,9 @@ class _Int8Cell:
         self.padding = plan.padding
         self.context_zr, self.context_q = plan.context_zr, plan.context_q
 
-    def __call__(self, h: torch.Tensor, motion: Quantized, flow: torch.Tensor) -> torch.Tensor:
+    def __call__(self, h: torch.Tensor, h_quantized: Quantized, motion: Quantized, flow: torch.Tensor) -> torch.Tensor:
         flow_zr, flow_q = F.conv2d(flow, self.over_flow, padding=self.padding).split(self.split, dim=1)
-        z, r = self.zr(quantize_unit(h), motion).add_(flow_zr).add_(self.context_zr).sigmoid_().chunk(2, dim=1)
+        z, r = self.zr(h_quantized, motion).add_(flow_zr).add_(self.context_zr).sigmoid_().chunk(2, dim=1)
         q = self.q(quantize_unit(r * h), motion).add_(flow_q).add_(self.context_q).tanh_()
         return torch.lerp(h, q, z)
 
@@ -156,10 +156,12 @@ class _Int8MotionEncoder:
 class Int8UpdateStep:
     """One inference iteration of ``block`` (:meth:`UpdateBlock.step`) with the motion encoder's
     last convolution, the GRU gates and the flow head's first convolution in int8; prepared once
-    per pass, for the pass's context."""
+    per pass, for the pass's context. The hidden state the flow head quantized at the end of one
+    iteration is the one the GRU starts from in the next, so it is quantized once for both."""
 
     def __init__(self, block: UpdateBlock, context: torch.Tensor) -> None:
         self.block = block
+        self._last_hidden: tuple[torch.Tensor, Quantized] | None = None
         self.motion_encoder = _Int8MotionEncoder(block.motion_encoder)
         hidden = block.flow_head.conv1.in_channels
         self.cells = [_Int8Cell(plan, hidden) for plan in block.plan(context)]
@@ -168,7 +170,11 @@ class Int8UpdateStep:
 
     def __call__(self, hidden: torch.Tensor, corr: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         motion, features = self.motion_encoder(flow, corr)  # features: shared by every gate of every cell
+        last = self._last_hidden
+        quantized = last[1] if last is not None and last[0] is hidden else quantize_unit(hidden)
         for cell in self.cells:
-            hidden = cell(hidden, features, flow)
-        delta = self.block.flow_head.offset(self.head(quantize_unit(hidden)))
+            hidden = cell(hidden, quantized, features, flow)
+            quantized = quantize_unit(hidden)
+        self._last_hidden = (hidden, quantized)
+        delta = self.block.flow_head.offset(self.head(quantized))
         return hidden, delta, motion

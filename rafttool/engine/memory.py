@@ -3,8 +3,8 @@
 An inference pass allocates and frees tensors of a few MB dozens of times per iteration. By
 default glibc serves blocks that large with fresh mappings from the OS and hands freed heap back
 as soon as a little is free, and the OS maps fresh memory in page by page on first write: a
-RAFT-small pass at 1024x436 took ~67,000 page faults, about a tenth of its time.
-:func:`keep_freed_memory` makes glibc keep such blocks for the next allocation (~6,000 faults).
+RAFT-small pass at 1024x436 took 67,000-73,000 page faults (two runs), about a tenth of its time.
+:func:`keep_freed_memory` makes glibc keep such blocks for the next allocation (6,800-8,800).
 """
 
 from __future__ import annotations

@@ -101,8 +101,8 @@ class FlowEngine:
     ``compile`` runs the encoders and the update step through ``torch.compile``: worth its
     start-up time (a minute or more per frame size) for long videos and on GPUs.
 
-    ``int8`` runs the update block's large convolutions in int8 (CPUs with VNNI: see
-    :mod:`rafttool.engine.int8`). ``None`` (the default) turns it on where it has been measured
+    ``int8`` runs the update block's large convolutions and the stored correlation volume's dot
+    products in int8 (CPUs with VNNI: see :mod:`rafttool.engine.int8`). ``None`` (the default) turns it on where it has been measured
     to keep the EPE within 2%: the bundled weights (also when named by path) on such a CPU,
     without ``half``. Weights given by the user run fp32.
 

@@ -122,3 +122,29 @@ def test_workspace_reuses_its_memory_and_changes_no_number():
         torch.testing.assert_close(CorrelationPyramid(fmap1, fmap2, 3, 2, workspace)(coords), fresh(coords))
         bigger = torch.randn(1, 16, 12, 14, generator=generator)
         assert CorrelationPyramid(bigger, bigger, 3, 2, workspace).volume.numel() == (12 * 14) * (12 * 14 + 6 * 7 + 3 * 3)
+
+
+@needs_int8
+@pytest.mark.parametrize("batch", [1, 2])
+def test_int8_volume_stays_close_to_the_fp32_volume(batch):
+    generator = torch.Generator().manual_seed(0)
+    fmap1, fmap2 = torch.randn(2, batch, 32, 12, 16, generator=generator)
+    # Centres inside and far outside the frame: windows wholly outside read zeros in both.
+    coords = torch.rand(batch, 2, 12, 16, generator=generator) * 40 - 12
+    with torch.inference_mode():
+        exact = CorrelationPyramid(fmap1, fmap2, 3, 2)
+        int8 = CorrelationPyramid(fmap1, fmap2, 3, 2, VolumeWorkspace(), int8=True)
+        assert int8.volume.dtype == torch.bfloat16
+        error = (int8.volume.float() - exact.volume).abs()
+        assert error.mean() < 0.02 * exact.volume.abs().mean()
+        expected, actual = exact(coords), int8(coords)
+    assert actual.dtype == torch.float32
+    assert (actual - expected).abs().mean() < 0.02 * expected.abs().mean()
+    assert torch.equal(actual[expected == 0], expected[expected == 0])
+
+
+@needs_int8
+def test_int8_volume_has_no_gradients():
+    fmap1, fmap2 = torch.randn(2, 1, 8, 6, 8, requires_grad=True)
+    with pytest.raises(ValueError, match="no gradients"):
+        CorrelationPyramid(fmap1, fmap2, 2, 2, int8=True)

@@ -75,7 +75,7 @@ Int8Option = Annotated[
     Optional[bool],
     typer.Option(
         "--int8/--fp32",
-        help="Update block in int8 (CPUs with VNNI; EPE within 2% of fp32), or all fp32. Default: int8 for the bundled weights where supported.",
+        help="Update block and correlation in int8 (CPUs with VNNI; EPE within 2% of fp32), or all fp32. Default: int8 for the bundled weights where supported.",
         show_default=False,
         rich_help_panel=ENGINE_PANEL,
     ),

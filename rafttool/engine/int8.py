@@ -4,12 +4,12 @@ The refinement iterations are most of a RAFT-small pass, and most of an iteratio
 gate convolutions and the flow head's first convolution. On a CPU with VNNI (AVX512-VNNI or
 AVX-VNNI), oneDNN runs those in int8 about four times faster than in fp32, where bf16 is
 *slower* than fp32 (no AMX). So :class:`Int8UpdateStep` runs those and the motion encoder's
-last convolution in int8 and keeps the rest in fp32: the encoders and the correlation (matching
-needs the precision), the motion encoder's narrow first convolutions, and the two raw flow
-channels of the GRU input, whose range (hundreds of px) would crush everything else in a shared
-int8 scale. Inputs that come from different places (hidden state, correlation features, flow
-features) get separate scales: a convolution over their concatenation is the sum of
-convolutions over each.
+last convolution in int8 and keeps the rest in fp32: the encoders, the motion encoder's narrow
+first convolutions, and the two raw flow channels of the GRU input, whose range (hundreds of px)
+would crush everything else in a shared int8 scale. Inputs that come from different places
+(hidden state, correlation features, flow features) get separate scales: a convolution over
+their concatenation is the sum of convolutions over each. The int8 pass also takes the stored
+correlation volume's dot products in int8 (``CorrelationPyramid(int8=True)``).
 
 Each int8 input gets one scale for the whole tensor: a fixed one for the hidden state, which
 the GRU keeps within [-1, 1], and one from the current maximum for ReLU outputs. Weights get

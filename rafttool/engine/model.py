@@ -162,19 +162,22 @@ class RAFT(nn.Module):
         the update back to the host, so on a GPU it runs only every ``check_every`` iterations.
         ``features`` are both frames' :meth:`features`, when the caller has them already.
         ``int8`` (inference on CPUs where :func:`~rafttool.engine.int8.int8_supported`) runs the
-        update block's large convolutions in int8: see :mod:`rafttool.engine.int8`.
+        update block's large convolutions in int8 (see :mod:`rafttool.engine.int8`) and takes a
+        stored volume's dot products in int8 (kept in bf16).
         A ``workspace`` holds the correlation volume from one call to the next (inference only).
         """
         if image1.shape != image2.shape:
             raise ValueError(f"frames differ in shape: {tuple(image1.shape)} vs {tuple(image2.shape)}")
         check_input_size(image1.shape[-2], image1.shape[-1], self.config.corr_levels)
+        if int8 and torch.is_grad_enabled():
+            raise ValueError("int8 computes no gradients: run it under torch.inference_mode() or torch.no_grad()")
         padding = Padding.for_size(image1.shape[-2], image1.shape[-1])
         image1 = padding.pad(normalize(image1))
         if features is None:
             fmap1, fmap2 = self.feature_encoder(torch.cat([image1, padding.pad(normalize(image2))], dim=0)).chunk(2, dim=0)
         else:
             fmap1, fmap2 = features
-        correlation = build_correlation(fmap1, fmap2, self.config.corr_levels, self.config.corr_radius, corr_mode, workspace)
+        correlation = build_correlation(fmap1, fmap2, self.config.corr_levels, self.config.corr_radius, corr_mode, workspace, int8)
         context = self.context_encoder(image1)
         hidden, context = context.split([self.config.hidden_channels, self.config.context_channels], dim=1)
         # The update block runs channels-last, the layout the lookup returns and its convolutions
@@ -182,8 +185,6 @@ class RAFT(nn.Module):
         hidden = torch.tanh(hidden).contiguous(memory_format=torch.channels_last)
         context = torch.relu(context).contiguous(memory_format=torch.channels_last)
         if int8:
-            if torch.is_grad_enabled():
-                raise ValueError("int8 computes no gradients: run it under torch.inference_mode() or torch.no_grad()")
             step = Int8UpdateStep(self.update_block, context)
         else:
             step = functools.partial(self.update_block.step, plans=self.update_block.plan(context))

@@ -99,8 +99,10 @@ class _WindowLookup:
     of a stored volume or per batch item. A lookup reads, for every (pixel, level) window, 2r+2
     *runs* of 2r+2 consecutive cells, one per window row: contiguous copies are what gathers do
     fastest. A run may stick out of its level's row and read a neighbouring row; those cells
-    get zero weight when blending, which is ``grid_sample``'s zero padding. Tables are stored
-    with ``margin`` cells of padding at both ends so that every run stays inside the buffer.
+    get zero weight when blending, and a window row outside the level reads a run of zeros
+    instead: ``grid_sample``'s zero padding. Tables are stored with ``margin`` (at least 2r+2)
+    cells of zeros at both ends, so that every run stays inside the buffer and the first run
+    is all zeros.
     """
 
     def __init__(
@@ -133,9 +135,14 @@ class _WindowLookup:
         return self.num_levels * (2 * self.radius + 1) ** 2
 
     def _windows(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Where each window's runs start, (M, 2r+2) for the M = B*H*W*L windows, and the
-        bilinear weights of its columns and rows, (M, 2r+1) each for the left/top cells and
-        the same for the right/bottom ones, stacked: (2, M, 2r+1)."""
+        """Where each window's runs start, (M, 2r+2) for the M = B*H*W*L windows; the bilinear
+        weights of its columns, (M, 2r+1) for the left cells and the same for the right ones,
+        stacked: (2, M, 2r+1); and its fractional row position, (M,).
+
+        A row outside the level reads the zeros at the start of the table (the first margin),
+        so rows need no weights of their own; a run sticking out sideways reads the next row,
+        so columns do.
+        """
         r = self.radius
         xy = coords.float().permute(0, 2, 3, 1).reshape(-1, 2, 1) * self._scales  # (B*H*W, 2, L)
         x, y = xy[:, 0].reshape(-1), xy[:, 1].reshape(-1)
@@ -146,29 +153,25 @@ class _WindowLookup:
         x0, y0 = x.floor(), y.floor()
         xs = x0.long().unsqueeze(1) + self._steps
         ys = y0.long().unsqueeze(1) + self._steps
-        widths, heights = self._widths.unsqueeze(1), self._heights.unsqueeze(1)
-        rows = torch.minimum(ys.clamp(min=0), heights - 1)  # rows outside read anything: their weight is 0
-        run_starts = self._starts.unsqueeze(1) + rows * widths + xs[:, :1]
-        return (
-            run_starts,
-            _edge_weights(x - x0, (xs >= 0) & (xs < widths)),
-            _edge_weights(y - y0, (ys >= 0) & (ys < heights)),
-        )
+        widths = self._widths.unsqueeze(1)
+        inside_rows = (ys >= 0) & (ys < self._heights.unsqueeze(1))
+        run_starts = torch.where(inside_rows, self._starts.unsqueeze(1) + ys * widths + xs[:, :1], 0)
+        return run_starts, _edge_weights(x - x0, (xs >= 0) & (xs < widths)), y - y0
 
-    def _blend(self, values: torch.Tensor, wx: torch.Tensor, wy: torch.Tensor) -> torch.Tensor:
+    def _blend(self, values: torch.Tensor, wx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
         """(M, 2r+2 rows, 2r+2 columns) cell values -> (B, L*(2r+1)^2, H, W) bilinear samples.
 
         Channels are level-major with x as the slow window axis. The result is a channels-last
         tensor, the layout the update block's convolutions run fastest on.
         """
         along_x = torch.addcmul(values[..., :-1] * wx[0].unsqueeze(1), values[..., 1:], wx[1].unsqueeze(1))
-        top, bottom = along_x[:, :-1] * wy[0].unsqueeze(2), along_x[:, 1:]
+        top, bottom, fy = along_x[:, :-1], along_x[:, 1:], fy.view(-1, 1, 1)
         if along_x.requires_grad:  # out= has no autograd
-            samples = torch.addcmul(top, bottom, wy[1].unsqueeze(2)).transpose(1, 2)
+            samples = torch.lerp(top, bottom, fy).transpose(1, 2)
         else:  # written straight into x-major order, sparing a transposing copy
             side = 2 * self.radius + 1
             samples = along_x.new_empty(along_x.shape[0], side, side)
-            torch.addcmul(top, bottom, wy[1].unsqueeze(2), out=samples.transpose(1, 2))
+            torch.lerp(top, bottom, fy, out=samples.transpose(1, 2))
         return samples.reshape(self.batch, self.height, self.width, -1).permute(0, 3, 1, 2)
 
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
@@ -230,7 +233,7 @@ class CorrelationPyramid(_WindowLookup):
         ]
 
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
-        run_starts, wx, wy = self._windows(coords)
+        run_starts, wx, fy = self._windows(coords)
         if self._buffer.requires_grad:
             # Training: gather single cells. The gradient of a gather of runs would be built in a
             # zeroed tensor the size of all runs, 2r+2 times the volume, at every iteration.
@@ -238,7 +241,7 @@ class CorrelationPyramid(_WindowLookup):
             values = self._buffer.index_select(0, cells).view(*run_starts.shape, -1)
         else:
             values = self._runs.index_select(0, run_starts.view(-1)).view(*run_starts.shape, -1).float()
-        return self._blend(values, wx, wy)
+        return self._blend(values, wx, fy)
 
 
 def _int8_volume(f1: torch.Tensor, f2: torch.Tensor, workspace: VolumeWorkspace | None) -> torch.Tensor:
@@ -307,7 +310,7 @@ class OnDemandCorrelation(_WindowLookup):
         self.chunk = max(1, gather_bytes // (window_bytes * self.num_levels))  # pixels per gather
 
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
-        run_starts, wx, wy = self._windows(coords)
+        run_starts, wx, fy = self._windows(coords)
         side = run_starts.shape[1]
         per_pixel = self.num_levels * side * side
         starts = run_starts.view(-1, self.num_levels * side)  # one row of run starts per pixel
@@ -317,7 +320,7 @@ class OnDemandCorrelation(_WindowLookup):
                 part = slice(first, first + self.chunk)
                 features = self._runs.index_select(0, starts[part].reshape(-1)).view(-1, per_pixel, self._channels)
                 chunks.append(torch.bmm(features, self.fmap1[part]))
-        return self._blend(torch.cat(chunks).view(-1, side, side), wx, wy)
+        return self._blend(torch.cat(chunks).view(-1, side, side), wx, fy)
 
     @property
     def levels(self) -> list[torch.Tensor]:

@@ -18,7 +18,8 @@ from rafttool.engine.encoders import InstanceNorm
 from rafttool.engine.model import DEFAULT_TOLERANCE, build_model, coordinate_grid
 from rafttool.engine.reference import ReferenceCorrelation, as_reference, reference_forward
 from rafttool.engine.trace import Trace
-from rafttool.engine.update import FlowHead, conv_to_few_channels
+from rafttool.engine.matmul_convs import conv_to_few_channels, pointwise_conv
+from rafttool.engine.update import FlowHead
 from rafttool.engine.warm_start import forward_project
 from rafttool.engine.weights import save_weights
 
@@ -166,6 +167,29 @@ def test_convolution_to_few_channels_is_the_plain_convolution(kernel, out_channe
     b = torch.randn(out_channels, generator=generator) if bias else None
     expected = torch.nn.functional.conv2d(x, weight, b, padding=(kernel[0] // 2, kernel[1] // 2))
     torch.testing.assert_close(conv_to_few_channels(x, weight, b), expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("bias", [True, False])
+def test_pointwise_convolution_as_a_matrix_product_is_the_convolution(layout, bias):
+    conv = torch.nn.Conv2d(24, 40, 1, bias=bias)
+    x = torch.randn(1, 24, 9, 13).contiguous(memory_format=layout).requires_grad_()
+    ours = pointwise_conv(conv, x)
+    expected = conv(x)
+    assert ours.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    upstream = torch.randn_like(expected)
+    gradients = torch.autograd.grad((ours * upstream).sum(), (x, conv.weight))
+    for ours_grad, expected_grad in zip(gradients, torch.autograd.grad((expected * upstream).sum(), (x, conv.weight))):
+        torch.testing.assert_close(ours_grad, expected_grad, atol=1e-4, rtol=1e-5)
+
+
+def test_pointwise_convolution_leaves_batches_and_strides_to_the_convolution():
+    strided = torch.nn.Conv2d(8, 16, 1, stride=2)
+    batch = torch.randn(2, 8, 6, 10)
+    assert torch.equal(pointwise_conv(strided, batch[:1]), strided(batch[:1]))
+    plain = torch.nn.Conv2d(8, 16, 1)
+    assert torch.equal(pointwise_conv(plain, batch), plain(batch))
 
 
 def test_flow_head_step_is_its_forward_at_inference():

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rafttool.engine.matmul_convs import pointwise_conv
+
 NormKind = Literal["instance", "batch", "group", "none"]
 
 
@@ -81,9 +83,9 @@ class BottleneckBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.norm1(self.conv1(x)))
+        y = self.relu(self.norm1(pointwise_conv(self.conv1, x)))
         y = self.relu(self.norm2(self.conv2(y)))
-        y = self.relu(self.norm3(self.conv3(y)))
+        y = self.relu(self.norm3(pointwise_conv(self.conv3, y)))
         return self.relu(self.shortcut(x) + y)
 
 
@@ -146,4 +148,4 @@ class Encoder(nn.Module):
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.stem_norm(self.stem_conv(x)))
         x = self.stage3(self.stage2(self.stage1(x)))
-        return self.head(x)
+        return pointwise_conv(self.head, x)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rafttool.engine.matmul_convs import conv_to_few_channels, pointwise_conv
+
 
 class MotionEncoder(nn.Module):
     """Compresses correlation features and the current flow into one motion feature map.
@@ -45,7 +47,7 @@ class MotionEncoder(nn.Module):
 
     def branches(self, flow: torch.Tensor, corr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The correlation and flow branches' features, before ``fuse_conv`` joins them."""
-        c = self.relu(self.corr_conv1(corr))
+        c = self.relu(pointwise_conv(self.corr_conv1, corr))
         if self.corr_conv2 is not None:
             c = self.relu(self.corr_conv2(c))
         return c, self.relu(self.flow_conv2(self.relu(self.flow_conv1(flow))))
@@ -155,27 +157,6 @@ class FlowHead(nn.Module):
         if features.device.type == "cpu" and not torch.is_grad_enabled():
             return conv_to_few_channels(features, self.conv2.weight, self.conv2.bias)
         return self.conv2(features)
-
-
-def conv_to_few_channels(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """A stride-1, 'same'-padded convolution with few output channels, for channels-last ``x``.
-
-    oneDNN runs a convolution to 2 channels at a few percent of its peak. Here every input pixel
-    is multiplied by all kernel taps at once, one (pixels x C) @ (C x taps*out) product, and each
-    output pixel sums the products its taps picked up from its neighbours: the same sums in
-    another order. Returns (B, out, H, W) in channels-last layout.
-    """
-    batch, channels, height, width = x.shape
-    out_channels, _, kernel_h, kernel_w = weight.shape
-    pad_h, pad_w = kernel_h // 2, kernel_w // 2
-    products = torch.matmul(x.permute(0, 2, 3, 1), weight.permute(1, 2, 3, 0).reshape(channels, -1))
-    products = F.pad(products, (0, 0, pad_w, pad_w, pad_h, pad_h))  # zero rows and columns all round
-    products = products.view(batch, height + 2 * pad_h, width + 2 * pad_w, kernel_h, kernel_w, out_channels)
-    out = x.new_zeros(batch, height, width, out_channels) if bias is None else bias.expand(batch, height, width, -1).clone()
-    for dy in range(kernel_h):
-        for dx in range(kernel_w):
-            out += products[:, dy : dy + height, dx : dx + width, dy, dx]
-    return out.permute(0, 3, 1, 2)
 
 
 class MaskHead(nn.Module):

@@ -102,8 +102,8 @@ class FlowEngine:
     start-up time (a minute or more per frame size) for long videos and on GPUs.
 
     ``int8`` runs the update block's large convolutions and the stored correlation volume's dot
-    products in int8 (CPUs with VNNI: see :mod:`rafttool.engine.int8`). ``None`` (the default) turns it on where it has been measured
-    to keep the EPE within 2%: the bundled weights (also when named by path) on such a CPU,
+    products in int8 (CPUs with VNNI: see :mod:`rafttool.engine.int8`). ``None`` (the default)
+    turns it on where it has been measured to keep the EPE within 2%: the bundled weights (also when named by path) on such a CPU,
     without ``half``. Weights given by the user run fp32.
 
     An engine keeps state between calls (the last frames' features, the correlation volume's

@@ -103,8 +103,8 @@ class FlowEngine:
 
     ``int8`` runs the update block's large convolutions and the stored correlation volume's dot
     products in int8 (CPUs with VNNI: see :mod:`rafttool.engine.int8`). ``None`` (the default)
-    turns it on where it has been measured to keep the EPE within 2%: the bundled weights (also when named by path) on such a CPU,
-    without ``half``. Weights given by the user run fp32.
+    turns it on where it has been measured to keep the EPE within 2%: the bundled weights (also
+    when named by path) on such a CPU, without ``half``. Weights given by the user run fp32.
 
     An engine keeps state between calls (the last frames' features, the correlation volume's
     memory), so use one engine per thread. An engine on the CPU also makes the process keep

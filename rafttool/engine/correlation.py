@@ -30,6 +30,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from rafttool.engine.int8 import int8_weights
 from rafttool.engine.memory import heap_allocations
 
 CorrMode = Literal["auto", "full", "on_demand"]
@@ -262,9 +263,8 @@ def _int8_volume(f1: torch.Tensor, f2: torch.Tensor, workspace: VolumeWorkspace 
         zero_point = round(-low / scale)
         offset = torch.tensor(zero_point + 0.5, dtype=frame1.dtype)  # + 1/2, then truncation: rounding
         x = torch.add(offset, frame1, alpha=1.0 / scale).clamp_(max=255.0).to(torch.uint8)
-        frame2 = f2[item].t().contiguous()  # oneDNN reads both operands row-major
-        cell_scales = frame2.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        weights = torch.ops.onednn.qlinear_prepack(torch.round(frame2 / cell_scales.unsqueeze(1)).to(torch.int8), list(x.shape))
+        cells_int8, cell_scales = int8_weights(f2[item].t().contiguous())  # oneDNN reads both operands row-major
+        weights = torch.ops.onednn.qlinear_prepack(cells_int8, list(x.shape))
         zero_points = torch.zeros(cells, dtype=torch.int64)
         products.append(
             functools.partial(

@@ -77,10 +77,11 @@ def quantize_nonnegative(x: torch.Tensor) -> Quantized:
 
 
 def int8_weights(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Convolution weights as int8 with one symmetric scale per output channel: (integers, scales)."""
+    """Weights as int8 with one symmetric scale per output channel (per row of a matrix, per
+    output channel of a convolution kernel): (integers, scales)."""
     weight = weight.detach().float()
-    scales = weight.abs().amax(dim=(1, 2, 3)).clamp(min=1e-12) / 127.0
-    return torch.round(weight / scales.view(-1, 1, 1, 1)).to(torch.int8), scales
+    scales = weight.abs().amax(dim=tuple(range(1, weight.dim()))).clamp(min=1e-12) / 127.0
+    return torch.round(weight / scales.view(-1, *[1] * (weight.dim() - 1))).to(torch.int8), scales
 
 
 class Int8Conv:

@@ -46,7 +46,8 @@ def test_keep_freed_memory_stops_page_faults_on_reallocation() -> None:
 
 
 # Prints whether a 64 MB tensor is a mapping of its own (glibc's count of mapped bytes covers
-# it) outside heap_allocations(), inside it, and after it.
+# it) outside heap_allocations() and inside it, and whether a 128 MB one is after it: the 64 MB
+# freed inside stays in the heap and may serve another 64 MB block, but not one twice as large.
 _HEAP_SCRIPT = """
 import ctypes, torch
 from rafttool.engine.memory import heap_allocations, keep_freed_memory
@@ -59,14 +60,14 @@ libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = MallInfo2
 keep_freed_memory()
 
-def mapped_alone():
-    tensor = torch.empty(16 * 2**20)
+def mapped_alone(floats):
+    tensor = torch.empty(floats)
     return libc.mallinfo2().hblkhd >= tensor.nbytes
 
-outside = mapped_alone()
+outside = mapped_alone(16 * 2**20)
 with heap_allocations():
-    inside = mapped_alone()
-print(outside, inside, mapped_alone())
+    inside = mapped_alone(16 * 2**20)
+print(outside, inside, mapped_alone(32 * 2**20))
 """
 
 

@@ -23,6 +23,7 @@ from rafttool.engine.padding import STRIDE, Padding, check_input_size
 from rafttool.engine.trace import Trace
 from rafttool.engine.update import MaskHead, UpdateBlock
 from rafttool.engine.warm_start import forward_project
+from rafttool.engine.winograd import WinogradUpdateStep
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,8 @@ class RAFT(nn.Module):
         context = torch.relu(context).contiguous(memory_format=torch.channels_last)
         if int8:
             step = Int8UpdateStep(self.update_block, context)
+        elif context.device.type == "cpu" and not torch.is_grad_enabled():
+            step = WinogradUpdateStep(self.update_block, context)
         else:
             step = functools.partial(self.update_block.step, plans=self.update_block.plan(context))
 

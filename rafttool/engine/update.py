@@ -11,6 +11,7 @@ GRU's gate convolutions is computed once per pass, and the z and r gates share o
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from rafttool.engine.matmul_convs import conv_to_few_channels, pointwise_conv
+
+ConvRunner = Callable[[nn.Conv2d, Sequence[torch.Tensor]], torch.Tensor]
+"""Applies a convolution to the channel-wise concatenation of some tensors. The update loop's
+inference steps pass their own (:class:`~rafttool.engine.winograd.WinogradConvs`) to run the
+same convolutions another way."""
+
+
+def run_direct(conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The plain :data:`ConvRunner`: concatenate, then convolve."""
+    return conv(parts[0] if len(parts) == 1 else torch.cat(list(parts), dim=1))
 
 
 class MotionEncoder(nn.Module):
@@ -41,16 +52,16 @@ class MotionEncoder(nn.Module):
         self.fuse_conv = nn.Conv2d(corr_widths[-1] + flow_widths[1], out_channels - 2, 3, padding=1)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, flow: torch.Tensor, corr: torch.Tensor) -> torch.Tensor:
-        fused = self.relu(self.fuse_conv(torch.cat(self.branches(flow, corr), dim=1)))
+    def forward(self, flow: torch.Tensor, corr: torch.Tensor, run: ConvRunner = run_direct) -> torch.Tensor:
+        fused = self.relu(run(self.fuse_conv, self.branches(flow, corr, run)))
         return torch.cat([fused, flow], dim=1)
 
-    def branches(self, flow: torch.Tensor, corr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def branches(self, flow: torch.Tensor, corr: torch.Tensor, run: ConvRunner = run_direct) -> tuple[torch.Tensor, torch.Tensor]:
         """The correlation and flow branches' features, before ``fuse_conv`` joins them."""
         c = self.relu(pointwise_conv(self.corr_conv1, corr))
         if self.corr_conv2 is not None:
-            c = self.relu(self.corr_conv2(c))
-        return c, self.relu(self.flow_conv2(self.relu(self.flow_conv1(flow))))
+            c = self.relu(run(self.corr_conv2, [c]))
+        return c, self.relu(run(self.flow_conv2, [self.relu(self.flow_conv1(flow))]))
 
 
 @dataclass
@@ -147,9 +158,9 @@ class FlowHead(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.relu(self.conv1(h)))
 
-    def step(self, h: torch.Tensor) -> torch.Tensor:
+    def step(self, h: torch.Tensor, run: ConvRunner = run_direct) -> torch.Tensor:
         """:meth:`forward` with the last convolution computed by :meth:`offset`."""
-        return self.offset(self.relu(self.conv1(h)))
+        return self.offset(self.relu(run(self.conv1, [h])))
 
     def offset(self, features: torch.Tensor) -> torch.Tensor:
         """``conv2``: at inference on a CPU, as one matrix product and a sum of shifted slices

@@ -1,4 +1,4 @@
-"""Winograd 3x3 convolutions compute what the direct convolutions do (timing: benchmarks/)."""
+"""Winograd convolutions compute what the direct convolutions do (timing: benchmarks/)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 
 import rafttool.engine.model as model_module
 from rafttool.engine.model import build_model
-from rafttool.engine.winograd import WinogradConvs, WinogradUpdateStep, conv3x3, transform_weight, worthwhile
+from rafttool.engine.winograd import WinogradConvs, WinogradUpdateStep, convolve, transform_weight, worthwhile
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -18,24 +18,29 @@ pytestmark = pytest.mark.usefixtures("single_thread")
     ("batch", "widths", "height", "width", "out_channels"),
     [(1, (96, 82), 11, 17, 40), (2, (8,), 4, 4, 5), (1, (3, 5, 2), 1, 3, 7), (2, (16, 16), 9, 6, 64)],
 )
+@pytest.mark.parametrize("kernel_size", [(3, 3), (1, 5), (5, 1), (3, 5)])
 @pytest.mark.parametrize("bias", [True, False])
-def test_winograd_convolution_is_the_direct_convolution(batch, widths, height, width, out_channels, bias):
+def test_winograd_convolution_is_the_direct_convolution(batch, widths, height, width, out_channels, kernel_size, bias):
     generator = torch.Generator().manual_seed(0)
     parts = [torch.randn(batch, c, height, width, generator=generator) for c in widths]
     parts[0] = parts[0].contiguous(memory_format=torch.channels_last)  # parts may come in either layout
-    weight = torch.randn(out_channels, sum(widths), 3, 3, generator=generator) * 0.1
+    weight = torch.randn(out_channels, sum(widths), *kernel_size, generator=generator) * 0.1
     bias_values = torch.randn(out_channels, generator=generator) if bias else None
-    expected = F.conv2d(torch.cat(parts, dim=1).double(), weight.double(), None if bias_values is None else bias_values.double(), padding=1)
-    actual = conv3x3(parts, transform_weight(weight), bias_values)
+    padding = (kernel_size[0] // 2, kernel_size[1] // 2)
+    expected = F.conv2d(torch.cat(parts, dim=1).double(), weight.double(), None if bias_values is None else bias_values.double(), padding=padding)
+    actual = convolve(parts, transform_weight(weight), kernel_size, bias_values)
     assert actual.shape == expected.shape
     torch.testing.assert_close(actual.double(), expected, atol=2e-5 * expected.abs().max().item(), rtol=0)
 
 
-def test_only_wide_same_padded_3x3_convolutions_take_the_winograd_route():
+def test_only_wide_same_padded_convolutions_of_3_or_5_taps_take_the_winograd_route():
     assert worthwhile(nn.Conv2d(96, 128, 3, padding=1))
+    assert worthwhile(nn.Conv2d(384, 256, (1, 5), padding=(0, 2)))
     assert not worthwhile(nn.Conv2d(64, 32, 3, padding=1))  # too narrow to gain
     assert not worthwhile(nn.Conv2d(96, 128, 3, padding=1, stride=2))
-    assert not worthwhile(nn.Conv2d(96, 128, (1, 5), padding=(0, 2)))
+    assert not worthwhile(nn.Conv2d(96, 128, 3, padding=0))
+    assert not worthwhile(nn.Conv2d(96, 128, 7, padding=3))
+    assert not worthwhile(nn.Conv2d(96, 128, 1))
     assert not worthwhile(nn.Conv2d(96, 128, 3, padding=2, dilation=2))
     narrow = nn.Conv2d(8, 4, 3, padding=1)
     x = torch.randn(1, 8, 5, 6)
@@ -60,7 +65,7 @@ def test_winograd_step_is_the_update_step(size):
     torch.testing.assert_close(motion_w, expected_motion, atol=1e-4, rtol=0)
 
 
-def test_cpu_inference_runs_the_winograd_step_and_training_does_not(monkeypatch):
+def test_cpu_inference_runs_the_winograd_step_and_training_and_autocast_do_not(monkeypatch):
     built = []
 
     class Spy(WinogradUpdateStep):
@@ -73,6 +78,9 @@ def test_cpu_inference_runs_the_winograd_step_and_training_does_not(monkeypatch)
     images = torch.rand(2, 1, 3, 128, 128) * 255
     with torch.inference_mode():
         model.eval()(images[0], images[1], iters=2)
+    assert len(built) == 1
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(images[0], images[1], iters=2)  # transforms would amplify bf16 rounding
     assert len(built) == 1
     model.train()(images[0], images[1], iters=2)
     assert len(built) == 1

@@ -187,7 +187,8 @@ class RAFT(nn.Module):
         context = torch.relu(context).contiguous(memory_format=torch.channels_last)
         if int8:
             step = Int8UpdateStep(self.update_block, context)
-        elif context.device.type == "cpu" and not torch.is_grad_enabled():
+        elif context.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu"):
+            # Winograd's transforms would amplify bf16 rounding: under autocast the direct convolutions stay.
             step = WinogradUpdateStep(self.update_block, context)
         else:
             step = functools.partial(self.update_block.step, plans=self.update_block.plan(context))

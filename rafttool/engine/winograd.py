@@ -1,69 +1,102 @@
-"""3x3 convolutions by Winograd's minimal filtering, F(4x4, 3x3), for inference on the CPU.
+"""Convolutions by Winograd's minimal filtering (Toom-Cook), for inference on the CPU.
 
-A 4x4 block of a 3x3 convolution's output needs 144 multiplications per input/output channel
-pair done directly; Winograd's algorithm gets it from 36, by taking a 6x6 input tile and the
-kernel into a transformed domain where the convolution is an elementwise product. Over many
-channels that product is 36 independent matrix products (tiles x C_in) @ (C_in x C_out), which
-oneDNN runs at its peak, so the update block's wide 3x3 convolutions (the GRU gates, the flow
-head, the motion encoder's last layer) take about half the time. The result is the same sum
-(exact in exact arithmetic); in fp32 it differs from the direct convolution by about 1e-5 of
+Along an axis where the kernel has 3 or 5 taps, 4 outputs need 12 or 20 multiplications per
+input/output channel pair done directly; Winograd's algorithm gets them from 6 or 8, by taking
+a tile of the input (4 outputs plus the kernel's overhang) and the kernel into a domain where
+the convolution is an elementwise product. A 3x3 kernel takes 36 products for a 4x4 block
+instead of 144; RAFT-large's 1x5 and 5x1 GRU kernels take 8 for 4 outputs instead of 20. Over
+many channels the elementwise products are independent matrix products (tiles x C_in) @ (C_in x
+C_out) that oneDNN runs at its peak, so the update block's wide convolutions (the GRU gates, the
+flow head, the motion encoder's later layers) take about half the time. The result is the same
+sum (exact in exact arithmetic); in fp32 it differs from the direct convolution by about 1e-5 of
 the output's range, which the exact path's tolerance (1e-3 px mean) covers many times over.
 
-Tensors live in the transformed domain as ``(36, tiles, channels)``; a convolution over a
-concatenation is the sum of the convolutions over its parts, so callers can multiply parts by
+Tensors live in the transformed domain as ``(tile cells, tiles, channels)``; a convolution over
+a concatenation is the sum of the convolutions over its parts, so callers can multiply parts by
 their own weights and add them there, before one output transform.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from rafttool.engine.update import ConvGRUCell, GRUPlan, UpdateBlock, run_direct
+from rafttool.engine.update import GRUPlan, UpdateBlock, run_direct
 
-TILE = 6
-"""Input tile side: 4 outputs plus the kernel's 2 extra rows/columns."""
 OUT = 4
-"""Output block side: neighbouring tiles overlap by 2."""
+"""Outputs per tile along an axis with a kernel of 3 or 5 taps (a kernel of 1 tap needs none)."""
+POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
+"""Interpolation points, besides infinity, in the order they are taken: the smallest first, as
+the transforms' rounding error grows with them (F(4, 3) uses the first 5, F(4, 5) all 7)."""
+KERNEL_TAPS = (1, 3, 5)
+
+
+def _product(roots: Sequence[float]) -> list[float]:
+    """Coefficients, constant first, of the monic polynomial with these roots."""
+    coefficients = [1.0]
+    for root in roots:
+        shifted = [0.0, *coefficients]
+        coefficients = [high - root * low for high, low in zip(shifted, [*coefficients, 0.0])]
+    return coefficients
 
 
 @functools.cache
-def _matrices() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input transform B^T, kernel transform G, output transform A^T) for the interpolation
-    points 0, 1, -1, 2, -2 and infinity (the smallest ones: the transforms' rounding grows with them)."""
-    input_t = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-               [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]  # fmt: skip
-    kernel = [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]  # fmt: skip
-    output_t = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
-    return tuple(torch.tensor(m, dtype=torch.float64) for m in (input_t, kernel, output_t))  # type: ignore[return-value]
+def _axis_transforms(taps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input transform B^T, kernel transform G, output transform A^T) of F(4, taps) along one
+    axis, float64; the identity for a 1-tap axis. Row j of B^T is the polynomial vanishing at
+    every point but the j-th (the last row: at all of them); G evaluates the kernel at the points
+    and divides by that polynomial's value there; A^T evaluates the output's powers."""
+    if taps == 1:
+        one = torch.ones(1, 1, dtype=torch.float64)
+        return one, one, one
+    tile = OUT + taps - 1
+    points = POINTS[: tile - 1]
+    input_t = torch.zeros(tile, tile, dtype=torch.float64)
+    kernel = torch.zeros(tile, taps, dtype=torch.float64)
+    output_t = torch.zeros(OUT, tile, dtype=torch.float64)
+    for j, point in enumerate(points):
+        others = [p for p in points if p != point]
+        input_t[j] = torch.tensor(_product(others) + [0.0])
+        kernel[j] = torch.tensor([point**k for k in range(taps)]) / math.prod(point - p for p in others)
+        output_t[:, j] = torch.tensor([point**i for i in range(OUT)])
+    input_t[-1] = torch.tensor(_product(points))
+    kernel[-1, -1] = output_t[-1, -1] = 1.0
+    return input_t, kernel, output_t
+
+
+def _tile_shape(taps: int) -> tuple[int, int]:
+    """(input tile, outputs per tile) along an axis."""
+    return (1, 1) if taps == 1 else (OUT + taps - 1, OUT)
 
 
 @functools.cache
-def _tile_transforms(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both 2-D tile transforms as one matrix each (Kronecker products), so that transforming
-    all tiles is one matrix product: (36 x 36) for the input, (16 x 36) for the output."""
-    input_t, _, output_t = _matrices()
-    return torch.kron(input_t, input_t).float().to(device), torch.kron(output_t, output_t).float().to(device)
+def _tile_transforms(kernel_size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both 2-D tile transforms as one matrix each (Kronecker products of the axes'), so that
+    transforming all tiles is one matrix product: (cells x cells) in, (outputs x cells) out."""
+    (input_h, _, output_h), (input_w, _, output_w) = (_axis_transforms(taps) for taps in kernel_size)
+    return torch.kron(input_h, input_w).float().to(device), torch.kron(output_h, output_w).float().to(device)
 
 
 def transform_weight(weight: torch.Tensor) -> torch.Tensor:
-    """A (C_out, C_in, 3, 3) kernel in the transformed domain, as (36, C_in, C_out) fp32."""
-    _, kernel, _ = _matrices()
-    kernel = kernel.to(weight.device)
-    transformed = torch.einsum("ai,ocij,bj->abco", kernel, weight.detach().double(), kernel)
-    return transformed.reshape(TILE * TILE, weight.shape[1], weight.shape[0]).float().contiguous()
+    """A (C_out, C_in, kh, kw) kernel in the transformed domain, as (cells, C_in, C_out) fp32."""
+    _, kernel_h, _ = _axis_transforms(weight.shape[2])
+    _, kernel_w, _ = _axis_transforms(weight.shape[3])
+    transformed = torch.einsum("ai,ocij,bj->abco", kernel_h.to(weight.device), weight.detach().double(), kernel_w.to(weight.device))
+    return transformed.reshape(-1, weight.shape[1], weight.shape[0]).float().contiguous()
 
 
 @dataclass
 class Tiles:
-    """An input in the transformed domain: ``values`` is (36, batch * tiles, channels)."""
+    """An input in the transformed domain: ``values`` is (cells, batch * tiles, channels), for
+    a convolution with ``kernel_size`` of a (batch, C, height, width) input."""
 
     values: torch.Tensor
+    kernel_size: tuple[int, int]
     batch: int
     height: int
     width: int
@@ -77,108 +110,153 @@ class Tiles:
         return torch.baddbmm(accumulate, values, weight)
 
 
-def tiles(parts: Sequence[torch.Tensor]) -> Tiles:
-    """The channel-wise concatenation of ``parts`` (each (B, C_i, H, W)), zero-padded for a
-    'same' 3x3 convolution, cut into overlapping 6x6 tiles and transformed.
+class TileBuffer:
+    """A zero-bordered, channels-last input buffer for one convolution, kept for a pass: each
+    iteration rewrites only the interior (no concatenation, no padding, no zero fill)."""
 
-    The parts are written straight into one padded channels-last buffer, which replaces both
-    the concatenation and the padding."""
-    batch, _, height, width = parts[0].shape
-    rows, cols = -(-height // OUT), -(-width // OUT)
-    channels = sum(part.shape[1] for part in parts)
-    padded = parts[0].new_zeros(batch, rows * OUT + 2, cols * OUT + 2, channels)
-    start = 0
-    for part in parts:
-        padded[:, 1 : height + 1, 1 : width + 1, start : start + part.shape[1]] = part.permute(0, 2, 3, 1)
-        start += part.shape[1]
-    windows = padded.unfold(1, TILE, OUT).unfold(2, TILE, OUT)  # (B, rows, cols, C, 6, 6)
-    windows = windows.permute(4, 5, 0, 1, 2, 3).reshape(TILE * TILE, -1)
-    input_transform, _ = _tile_transforms(padded.device)
-    values = torch.mm(input_transform, windows).view(TILE * TILE, batch * rows * cols, channels)
-    return Tiles(values, batch, height, width)
+    def __init__(self, kernel_size: tuple[int, int]) -> None:
+        self.kernel_size = kernel_size
+        self.padded = torch.empty(0)
+        self.shape = (0, 0, 0, 0)
+
+    def interior(self, like: torch.Tensor, channels: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """A (B, C, H, W) view of the buffer's interior for inputs shaped like ``like`` with
+        ``channels`` channels in all, channels ``start:stop`` of them; (re)allocated, zeroed, on
+        a new shape."""
+        batch, _, height, width = like.shape
+        if self.shape != (batch, channels, height, width):
+            (tile_h, out_h), (tile_w, out_w) = (_tile_shape(taps) for taps in self.kernel_size)
+            padded_h, padded_w = -(-height // out_h) * out_h + tile_h - out_h, -(-width // out_w) * out_w + tile_w - out_w
+            self.padded = like.new_zeros(batch, padded_h, padded_w, channels)
+            self.shape = (batch, channels, height, width)
+        top, left = self.kernel_size[0] // 2, self.kernel_size[1] // 2
+        return self.padded[:, top : top + height, left : left + width, start:stop].permute(0, 3, 1, 2)
+
+    def fill(self, parts: Sequence[torch.Tensor]) -> Tiles:
+        """Writes the channel-wise concatenation of ``parts`` (each (B, C_i, H, W)) into the
+        interior, then :meth:`transform`."""
+        channels = sum(part.shape[1] for part in parts)
+        start = 0
+        for part in parts:
+            self.interior(part, channels, start, start + part.shape[1]).copy_(part)
+            start += part.shape[1]
+        return self.transform()
+
+    def transform(self) -> Tiles:
+        """The buffer cut into overlapping tiles (input side: 4 outputs plus the kernel's
+        overhang) and taken to the transformed domain."""
+        batch, channels, height, width = self.shape
+        (tile_h, out_h), (tile_w, out_w) = (_tile_shape(taps) for taps in self.kernel_size)
+        windows = self.padded.unfold(1, tile_h, out_h).unfold(2, tile_w, out_w)  # (B, rows, cols, C, tile_h, tile_w)
+        windows = windows.permute(4, 5, 0, 1, 2, 3).reshape(tile_h * tile_w, -1)
+        input_transform, _ = _tile_transforms(self.kernel_size, self.padded.device)
+        values = torch.mm(input_transform, windows).view(tile_h * tile_w, -1, channels)
+        return Tiles(values, self.kernel_size, batch, height, width)
 
 
 def untile(products: torch.Tensor, like: Tiles) -> torch.Tensor:
-    """Transformed-domain ``products`` (36, tiles, C_out) back to a (B, C_out, H, W) output,
+    """Transformed-domain ``products`` (cells, tiles, C_out) back to a (B, C_out, H, W) output,
     channels-last, for the geometry of ``like``."""
-    rows, cols = -(-like.height // OUT), -(-like.width // OUT)
+    (_, out_h), (_, out_w) = _tile_shape(like.kernel_size[0]), _tile_shape(like.kernel_size[1])
+    rows, cols = -(-like.height // out_h), -(-like.width // out_w)
     out_channels = products.shape[2]
-    _, output_transform = _tile_transforms(products.device)
-    blocks = torch.mm(output_transform, products.view(TILE * TILE, -1)).view(OUT, OUT, like.batch, rows, cols, out_channels)
-    out = blocks.permute(2, 3, 0, 4, 1, 5).reshape(like.batch, rows * OUT, cols * OUT, out_channels)
+    _, output_transform = _tile_transforms(like.kernel_size, products.device)
+    blocks = torch.mm(output_transform, products.view(products.shape[0], -1))
+    blocks = blocks.view(out_h, out_w, like.batch, rows, cols, out_channels).permute(2, 3, 0, 4, 1, 5)
+    out = blocks.reshape(like.batch, rows * out_h, cols * out_w, out_channels)
     return out[:, : like.height, : like.width].permute(0, 3, 1, 2)
 
 
-def conv3x3(parts: Sequence[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """A stride-1, 'same' 3x3 convolution of the concatenation of ``parts`` with a
-    :func:`transform_weight` kernel; channels-last output."""
-    inputs = tiles(parts)
+def convolve(
+    parts: Sequence[torch.Tensor], weight: torch.Tensor, kernel_size: tuple[int, int],
+    bias: torch.Tensor | None = None, buffer: TileBuffer | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """A stride-1, 'same' convolution of the concatenation of ``parts`` with a
+    :func:`transform_weight` kernel; channels-last output. A ``buffer`` kept from an earlier
+    call with the same shapes saves the zero fill."""
+    inputs = (buffer or TileBuffer(kernel_size)).fill(parts)
     out = untile(inputs.multiply(weight), inputs)
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
 MIN_CHANNELS = 64
 """Below this many input or output channels the transforms cost more than the products save
-(64 -> 32 channels at 55x128: 2.2 ms against 1.8 direct; 96 -> 128: 5.4 against 9.5)."""
+(3x3, 64 -> 32 channels at 55x128: 2.2 ms against 1.8 direct; 96 -> 128: 5.4 against 9.5)."""
+
+
+def computes(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` is one this module computes: 'same'-padded, stride 1, no dilation or
+    groups, 1, 3 or 5 taps along each axis and more than 1 along one."""
+    kernel = conv.kernel_size
+    return (
+        all(taps in KERNEL_TAPS for taps in kernel) and kernel != (1, 1)
+        and conv.padding == (kernel[0] // 2, kernel[1] // 2)
+        and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+    )  # fmt: skip
 
 
 def worthwhile(conv: nn.Conv2d) -> bool:
-    """Whether ``conv`` is one this module computes (3x3, stride 1, padding 1, no dilation or
-    groups) and wide enough to gain from it."""
-    return (
-        conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
-        and conv.dilation == (1, 1) and conv.groups == 1
-        and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
-    )  # fmt: skip
+    """Whether this module computes ``conv`` and it is wide enough to gain from it."""
+    return computes(conv) and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
 
 
 class WinogradConvs:
     """A :data:`~rafttool.engine.update.ConvRunner` that computes the given convolutions, where
-    :func:`worthwhile`, by :func:`conv3x3` with kernels transformed once, and any other directly."""
+    :func:`worthwhile`, by :func:`convolve` with kernels transformed once, and any other directly."""
 
     def __init__(self, convs: Sequence[nn.Conv2d | None]) -> None:
-        self.kernels = {conv: (transform_weight(conv.weight), conv.bias) for conv in convs if conv is not None and worthwhile(conv)}
+        self.kernels = {
+            conv: (transform_weight(conv.weight), conv.bias, TileBuffer(conv.kernel_size))  # type: ignore[arg-type]
+            for conv in convs
+            if conv is not None and worthwhile(conv)
+        }
 
     def __call__(self, conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         kernel = self.kernels.get(conv)
-        return run_direct(conv, parts) if kernel is None else conv3x3(parts, *kernel)
+        if kernel is None:
+            return run_direct(conv, parts)
+        weight, bias, buffer = kernel
+        return convolve(parts, weight, buffer.kernel_size, bias, buffer)
 
 
 class _WinogradCell:
-    """:meth:`ConvGRUCell.step` of a 3x3 cell. [h, motion] is transformed once for the z and r
-    gates and the candidate's share over the motion features; only r * h is transformed again,
-    and the candidate's two shares are added before one output transform."""
+    """:meth:`ConvGRUCell.step`. [h, motion] is transformed once for the z and r gates and the
+    candidate's share over the motion features; only r * h is transformed again, and the
+    candidate's two shares are added before one output transform."""
 
     def __init__(self, plan: GRUPlan, hidden: int) -> None:
         self.hidden = hidden
+        kernel_size: tuple[int, int] = tuple(plan.zr_weight.shape[-2:])  # type: ignore[assignment]
+        self.inputs, self.reset_hidden = TileBuffer(kernel_size), TileBuffer(kernel_size)
         self.zr = transform_weight(plan.zr_weight)
         q = transform_weight(plan.q_weight)
         self.q_over_hidden, self.q_over_motion = q[:, :hidden].contiguous(), q[:, hidden:].contiguous()
         self.context_zr, self.context_q = plan.context_zr, plan.context_q
 
     def __call__(self, h: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-        inputs = tiles([h, motion])
+        inputs = self.inputs.fill([h, motion])
         z, r = untile(inputs.multiply(self.zr), inputs).add_(self.context_zr).sigmoid_().chunk(2, dim=1)
         q_over_motion = inputs.multiply(self.q_over_motion, channels=slice(self.hidden, None))
-        q = untile(tiles([r * h]).multiply(self.q_over_hidden, accumulate=q_over_motion), inputs)
+        torch.mul(r, h, out=self.reset_hidden.interior(h, self.hidden))
+        q = untile(self.reset_hidden.transform().multiply(self.q_over_hidden, accumulate=q_over_motion), inputs)
         return torch.lerp(h, q.add_(self.context_q).tanh_(), z)
 
 
 class WinogradUpdateStep:
     """One inference iteration of ``block`` (:meth:`UpdateBlock.step`, the same numbers up to
-    float rounding) with its wide 3x3 convolutions by Winograd's algorithm; prepared once per
-    pass, for the pass's context. RAFT-large's 1x5 and 5x1 GRU cells stay direct."""
+    float rounding) with its wide convolutions by Winograd's algorithm; prepared once per pass,
+    for the pass's context."""
 
     def __init__(self, block: UpdateBlock, context: torch.Tensor) -> None:
         self.block = block
         self.plans = block.plan(context)
         hidden = block.flow_head.conv1.in_channels
-        self.cells = [_WinogradCell(plan, hidden) if plan.zr_weight.shape[-2:] == (3, 3) else None for plan in self.plans]
+        self.cells = [_WinogradCell(plan, hidden) for plan in self.plans]
         encoder = block.motion_encoder
         self.convs = WinogradConvs([encoder.corr_conv2, encoder.flow_conv2, encoder.fuse_conv, block.flow_head.conv1])
 
     def __call__(self, hidden: torch.Tensor, corr: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         motion = self.block.motion_encoder(flow, corr, self.convs)
-        for cell, plan in zip(self.cells, self.plans):
-            hidden = cell(hidden, motion) if cell is not None else ConvGRUCell.step(hidden, motion, plan)
+        for cell in self.cells:
+            hidden = cell(hidden, motion)
         return hidden, self.block.flow_head.step(hidden, self.convs), motion

@@ -28,8 +28,8 @@ from torch import nn
 
 from rafttool.engine.update import GRUPlan, UpdateBlock, run_direct
 
-OUT = 4
-"""Outputs per tile along an axis with a kernel of 3 or 5 taps (a kernel of 1 tap needs none)."""
+OUTPUTS = {1: 1, 3: 4, 5: 4}
+"""Outputs per tile along an axis, by the kernel's taps along it (1 tap: no transform)."""
 POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
 """Interpolation points, besides infinity, in the order they are taken: the smallest first, as
 the transforms' rounding error grows with them (F(4, 3) uses the first 5, F(4, 5) all 7)."""
@@ -47,23 +47,21 @@ def _product(roots: Sequence[float]) -> list[float]:
 
 @functools.cache
 def _axis_transforms(taps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input transform B^T, kernel transform G, output transform A^T) of F(4, taps) along one
-    axis, float64; the identity for a 1-tap axis. Row j of B^T is the polynomial vanishing at
-    every point but the j-th (the last row: at all of them); G evaluates the kernel at the points
-    and divides by that polynomial's value there; A^T evaluates the output's powers."""
-    if taps == 1:
-        one = torch.ones(1, 1, dtype=torch.float64)
-        return one, one, one
-    tile = OUT + taps - 1
+    """(input transform B^T, kernel transform G, output transform A^T) of F(outputs, taps)
+    along one axis, float64 (for 1 tap, the 1x1 identity). Row j of B^T is the polynomial
+    vanishing at every point but the j-th (the last row: at all of them); G evaluates the kernel
+    at the points and divides by that polynomial's value there; A^T evaluates the output's powers."""
+    outputs = OUTPUTS[taps]
+    tile = outputs + taps - 1
     points = POINTS[: tile - 1]
     input_t = torch.zeros(tile, tile, dtype=torch.float64)
     kernel = torch.zeros(tile, taps, dtype=torch.float64)
-    output_t = torch.zeros(OUT, tile, dtype=torch.float64)
+    output_t = torch.zeros(outputs, tile, dtype=torch.float64)
     for j, point in enumerate(points):
         others = [p for p in points if p != point]
         input_t[j] = torch.tensor(_product(others) + [0.0])
         kernel[j] = torch.tensor([point**k for k in range(taps)]) / math.prod(point - p for p in others)
-        output_t[:, j] = torch.tensor([point**i for i in range(OUT)])
+        output_t[:, j] = torch.tensor([point**i for i in range(outputs)])
     input_t[-1] = torch.tensor(_product(points))
     kernel[-1, -1] = output_t[-1, -1] = 1.0
     return input_t, kernel, output_t
@@ -71,7 +69,7 @@ def _axis_transforms(taps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 def _tile_shape(taps: int) -> tuple[int, int]:
     """(input tile, outputs per tile) along an axis."""
-    return (1, 1) if taps == 1 else (OUT + taps - 1, OUT)
+    return OUTPUTS[taps] + taps - 1, OUTPUTS[taps]
 
 
 @functools.cache

@@ -121,7 +121,9 @@ def test_workspace_reuses_its_memory_and_changes_no_number():
         coords = torch.rand(1, 2, 10, 12, generator=generator) * 12
         torch.testing.assert_close(CorrelationPyramid(fmap1, fmap2, 3, 2, workspace)(coords), fresh(coords))
         bigger = torch.randn(1, 16, 12, 14, generator=generator)
-        assert CorrelationPyramid(bigger, bigger, 3, 2, workspace).volume.numel() == (12 * 14) * (12 * 14 + 6 * 7 + 3 * 3)
+        rows_padded = 2 * 2 + 2  # each level row is followed by 2r+2 zero cells
+        cells = 12 * (14 + rows_padded) + 6 * (7 + rows_padded) + 3 * (3 + rows_padded)
+        assert CorrelationPyramid(bigger, bigger, 3, 2, workspace).volume.numel() == (12 * 14) * cells
 
 
 @needs_int8

@@ -93,17 +93,29 @@ def pooled_features(fmap2: torch.Tensor, num_levels: int) -> list[torch.Tensor]:
     return levels
 
 
+def row_padding(radius: int) -> int:
+    """Zero cells after every row of a level in the lookup's tables: one run's length, 2r+2."""
+    return 2 * radius + 2
+
+
+def padded_levels(levels: list[torch.Tensor], radius: int) -> list[torch.Tensor]:
+    """Pooled frame-2 features with :func:`row_padding` zero columns on the right: their
+    correlations are exact zeros, which the lookup's runs read where they leave a row."""
+    return [F.pad(level, (0, row_padding(radius))) for level in levels]
+
+
 class _WindowLookup:
     """Geometry shared by both stores: which cells a lookup reads and how it blends them.
 
     The cells of all levels are numbered in one table (level after level, raster order) per row
     of a stored volume or per batch item. A lookup reads, for every (pixel, level) window, 2r+2
     *runs* of 2r+2 consecutive cells, one per window row: contiguous copies are what gathers do
-    fastest. A run may stick out of its level's row and read a neighbouring row; those cells
-    get zero weight when blending, and a window row outside the level reads a run of zeros
-    instead: ``grid_sample``'s zero padding. Tables are stored with ``margin`` (at least 2r+2)
-    cells of zeros at both ends, so that every run stays inside the buffer and the first run
-    is all zeros.
+    fastest. Every row of a level is followed by 2r+2 cells of zeros (frame-2 features padded
+    with zero columns: :func:`padded_levels`), so a run sticking out of its row on either side
+    reads zeros, and a window row outside the level reads a run of zeros at the table's start
+    instead: ``grid_sample``'s zero padding, with no weights to mask anything out. Tables are
+    stored with ``margin`` (at least 2r+2) cells of zeros at both ends, so that every run stays
+    inside the buffer and the first run is all zeros.
     """
 
     def __init__(
@@ -112,8 +124,9 @@ class _WindowLookup:
         self.num_levels = len(fmap2_levels)
         self.radius = radius
         self.batch, _, self.height, self.width = fmap1.shape
-        self.level_sizes: list[tuple[int, int]] = [(level.shape[-2], level.shape[-1]) for level in fmap2_levels]
-        cells = [h * w for h, w in self.level_sizes]
+        self.level_sizes: list[tuple[int, int]] = [(level.shape[-2], level.shape[-1] - row_padding(radius)) for level in fmap2_levels]
+        self.row_stride = [w + row_padding(radius) for _, w in self.level_sizes]
+        cells = [h * stride for (h, _), stride in zip(self.level_sizes, self.row_stride)]
         self.level_starts: list[int] = [sum(cells[:i]) for i in range(len(cells))]
         self.table_size = sum(cells)
         self.margin = 2 * radius + 2 if margin is None else margin
@@ -127,6 +140,7 @@ class _WindowLookup:
         level_starts = torch.tensor(self.level_starts, device=device)
         self._starts = (table.unsqueeze(1) * self.table_size + level_starts + self.margin).view(-1)
         self._widths = torch.tensor([w for _, w in self.level_sizes], device=device).repeat(pixels)
+        self._strides = torch.tensor(self.row_stride, device=device).repeat(pixels)
         self._heights = torch.tensor([h for h, _ in self.level_sizes], device=device).repeat(pixels)
         self._scales = torch.tensor([2.0**-i for i in range(self.num_levels)], device=device)
         self._steps = torch.arange(-radius, radius + 2, device=device)
@@ -136,36 +150,33 @@ class _WindowLookup:
         return self.num_levels * (2 * self.radius + 1) ** 2
 
     def _windows(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Where each window's runs start, (M, 2r+2) for the M = B*H*W*L windows; the bilinear
-        weights of its columns, (M, 2r+1) for the left cells and the same for the right ones,
-        stacked: (2, M, 2r+1); and its fractional row position, (M,).
+        """Where each window's runs start, (M, 2r+2) for the M = B*H*W*L windows, and its
+        fractional column and row positions, (M,) each.
 
-        A row outside the level reads the zeros at the start of the table (the first margin),
-        so rows need no weights of their own; a run sticking out sideways reads the next row,
-        so columns do.
+        A row outside the level reads the zeros at the start of the table (the first margin);
+        a run sticking out sideways reads the zeros that pad the rows.
         """
         r = self.radius
         xy = coords.float().permute(0, 2, 3, 1).reshape(-1, 2, 1) * self._scales  # (B*H*W, 2, L)
         x, y = xy[:, 0].reshape(-1), xy[:, 1].reshape(-1)
-        # Clamping far-away centres keeps the index maths bounded and changes nothing: a window
-        # centred beyond the clamp lies entirely outside its level either way.
+        # Clamping far-away centres keeps the index maths bounded, and every run within a row's
+        # padding, and changes nothing: a window centred beyond the clamp lies entirely outside
+        # its level either way.
         x = torch.minimum(x.clamp(min=-r - 2.0), (self._widths + r).to(x.dtype))
         y = torch.minimum(y.clamp(min=-r - 2.0), (self._heights + r).to(y.dtype))
         x0, y0 = x.floor(), y.floor()
-        xs = x0.long().unsqueeze(1) + self._steps
         ys = y0.long().unsqueeze(1) + self._steps
-        widths = self._widths.unsqueeze(1)
         inside_rows = (ys >= 0) & (ys < self._heights.unsqueeze(1))
-        run_starts = torch.where(inside_rows, self._starts.unsqueeze(1) + ys * widths + xs[:, :1], 0)
-        return run_starts, _edge_weights(x - x0, (xs >= 0) & (xs < widths)), y - y0
+        row_starts = self._starts.unsqueeze(1) + ys * self._strides.unsqueeze(1) + x0.long().unsqueeze(1) - r
+        return torch.where(inside_rows, row_starts, 0), x - x0, y - y0
 
-    def _blend(self, values: torch.Tensor, wx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
+    def _blend(self, values: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
         """(M, 2r+2 rows, 2r+2 columns) cell values -> (B, L*(2r+1)^2, H, W) bilinear samples.
 
         Channels are level-major with x as the slow window axis. The result is a channels-last
         tensor, the layout the update block's convolutions run fastest on.
         """
-        along_x = torch.addcmul(values[..., :-1] * wx[0].unsqueeze(1), values[..., 1:], wx[1].unsqueeze(1))
+        along_x = torch.lerp(values[..., :-1], values[..., 1:], fx.view(-1, 1, 1))
         top, bottom, fy = along_x[:, :-1], along_x[:, 1:], fy.view(-1, 1, 1)
         if along_x.requires_grad:  # out= has no autograd
             samples = torch.lerp(top, bottom, fy).transpose(1, 2)
@@ -180,19 +191,12 @@ class _WindowLookup:
         raise NotImplementedError
 
 
-def _edge_weights(fraction: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
-    """Weights (2, M, 2r+1) of each sample's two neighbouring cells along one axis; cells outside
-    the level weigh zero."""
-    inside = inside.to(fraction.dtype)
-    fraction = fraction.unsqueeze(1)
-    return torch.stack([(1 - fraction) * inside[:, :-1], fraction * inside[:, 1:]])
-
-
 class CorrelationPyramid(_WindowLookup):
     """The full all-pairs volume of every level, computed once by one matrix product.
 
     ``levels[l]`` is level l as (B*H*W, 1, H_l, W_l), a view of the volume; rows run over
-    frame-1 cells in raster order. The volume costs B*(H*W)^2*4/3 floats: see
+    frame-1 cells in raster order (``volume`` has the rows' zero padding too, see
+    :class:`_WindowLookup`). The volume costs about B*(H*W)^2*4/3 floats: see
     :func:`full_volume_bytes` and :class:`OnDemandCorrelation` for frames where that is too much.
     """
 
@@ -206,7 +210,7 @@ class CorrelationPyramid(_WindowLookup):
         int8: bool = False,
     ) -> None:
         with torch.autocast(fmap1.device.type, enabled=False):  # matching needs fp32, whatever the caller's autocast
-            levels2 = pooled_features(fmap2.float(), num_levels)
+            levels2 = padded_levels(pooled_features(fmap2.float(), num_levels), radius)
             batch, channels, height, width = fmap1.shape
             f1 = fmap1.float().flatten(2).transpose(1, 2) / channels**0.5  # (B, H*W, C)
             f2 = torch.cat([level.flatten(2) for level in levels2], dim=2)  # (B, C, cells)
@@ -229,8 +233,8 @@ class CorrelationPyramid(_WindowLookup):
         self._buffer = buffer
         self._runs = buffer.unfold(0, 2 * radius + 2, 1)  # every run of 2r+2 consecutive cells, without a copy
         self.levels = [
-            self.volume.view(-1, self.table_size)[:, start : start + h * w].view(-1, 1, h, w)
-            for start, (h, w) in zip(self.level_starts, self.level_sizes)
+            self.volume.view(-1, self.table_size)[:, start : start + h * stride].view(-1, 1, h, stride)[..., :w]
+            for start, (h, w), stride in zip(self.level_starts, self.level_sizes, self.row_stride)
         ]
 
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
@@ -296,11 +300,12 @@ class OnDemandCorrelation(_WindowLookup):
     ) -> None:
         with torch.autocast(fmap1.device.type, enabled=False):
             levels2 = pooled_features(fmap2.float(), num_levels)
-            super().__init__(fmap1, levels2, radius, per_pixel_tables=False)
+            tables = padded_levels(levels2, radius)
+            super().__init__(fmap1, tables, radius, per_pixel_tables=False)
             channels = fmap1.shape[1]
             self._fmap2_levels = levels2
             self.fmap1 = (fmap1.float() / channels**0.5).permute(0, 2, 3, 1).reshape(-1, channels, 1)  # (B*H*W, C, 1)
-            cells = torch.cat([level.flatten(2) for level in levels2], dim=2).transpose(1, 2).reshape(-1)
+            cells = torch.cat([level.flatten(2) for level in tables], dim=2).transpose(1, 2).reshape(-1)
             margin = cells.new_zeros(self.margin * channels)
             table = torch.cat([margin, cells, margin])  # (B*cells + margins) x C, flat
         side = 2 * radius + 2

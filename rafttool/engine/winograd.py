@@ -33,7 +33,6 @@ OUTPUTS = {1: 1, 3: 4, 5: 4}
 POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)
 """Interpolation points, besides infinity, in the order they are taken: the smallest first, as
 the transforms' rounding error grows with them (F(4, 3) uses the first 5, F(4, 5) all 7)."""
-KERNEL_TAPS = (1, 3, 5)
 
 
 def _product(roots: Sequence[float]) -> list[float]:
@@ -187,7 +186,7 @@ def computes(conv: nn.Conv2d) -> bool:
     groups, 1, 3 or 5 taps along each axis and more than 1 along one."""
     kernel = conv.kernel_size
     return (
-        all(taps in KERNEL_TAPS for taps in kernel) and kernel != (1, 1)
+        all(taps in OUTPUTS for taps in kernel) and kernel != (1, 1)
         and conv.padding == (kernel[0] // 2, kernel[1] // 2)
         and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
     )  # fmt: skip

@@ -50,14 +50,8 @@ def test_unit_quantization_covers_minus_one_to_one():
 
 @needs_int8
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_int8_step_stays_close_to_the_fp32_step(size):
-    torch.manual_seed(0)
-    model = build_model(size).eval()
-    block, config = model.update_block, model.config
-    context = torch.rand(1, config.context_channels, 12, 14)
-    hidden = torch.rand(1, config.hidden_channels, 12, 14) * 2 - 1
-    corr = torch.randn(1, block.motion_encoder.corr_conv1.in_channels, 12, 14)
-    flow = torch.randn(1, 2, 12, 14) * 30  # large flow values must not spoil the other inputs' scale
+def test_int8_step_stays_close_to_the_fp32_step(size, update_step_inputs):
+    block, context, hidden, corr, flow = update_step_inputs(size)
     with torch.inference_mode():
         expected_hidden, expected_delta, _ = block.step(hidden, block.plan(context), corr, flow)
         hidden8, delta8, _ = Int8UpdateStep(block, context)(hidden, corr, flow)

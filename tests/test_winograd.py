@@ -49,14 +49,8 @@ def test_only_wide_same_padded_convolutions_of_3_or_5_taps_take_the_winograd_rou
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_winograd_step_is_the_update_step(size):
-    torch.manual_seed(0)
-    model = build_model(size).eval()
-    block, config = model.update_block, model.config
-    context = torch.rand(1, config.context_channels, 12, 14)
-    hidden = torch.rand(1, config.hidden_channels, 12, 14) * 2 - 1
-    corr = torch.randn(1, block.motion_encoder.corr_conv1.in_channels, 12, 14)
-    flow = torch.randn(1, 2, 12, 14) * 30
+def test_winograd_step_is_the_update_step(size, update_step_inputs):
+    block, context, hidden, corr, flow = update_step_inputs(size)
     with torch.inference_mode():
         expected_hidden, expected_delta, expected_motion = block.step(hidden, block.plan(context), corr, flow)
         hidden_w, delta_w, motion_w = WinogradUpdateStep(block, context)(hidden, corr, flow)

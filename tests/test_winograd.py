@@ -30,7 +30,9 @@ def test_winograd_convolution_is_the_direct_convolution(batch, widths, height, w
     expected = F.conv2d(torch.cat(parts, dim=1).double(), weight.double(), None if bias_values is None else bias_values.double(), padding=padding)
     actual = convolve(parts, transform_weight(weight), kernel_size, bias_values)
     assert actual.shape == expected.shape
-    torch.testing.assert_close(actual.double(), expected, atol=2e-5 * expected.abs().max().item(), rtol=0)
+    # F(6, 5) interpolates at +-3 too, which costs precision: about 1e-4 of the range here.
+    tolerance = 2e-4 if 5 in kernel_size else 2e-5
+    torch.testing.assert_close(actual.double(), expected, atol=tolerance * expected.abs().max().item(), rtol=0)
 
 
 def test_only_wide_same_padded_convolutions_of_3_or_5_taps_take_the_winograd_route():

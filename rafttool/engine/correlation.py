@@ -315,17 +315,40 @@ class OnDemandCorrelation(_WindowLookup):
         self.chunk = max(1, gather_bytes // (window_bytes * self.num_levels))  # pixels per gather
 
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
-        run_starts, wx, fy = self._windows(coords)
+        run_starts, fx, fy = self._windows(coords)
         side = run_starts.shape[1]
         per_pixel = self.num_levels * side * side
         starts = run_starts.view(-1, self.num_levels * side)  # one row of run starts per pixel
-        chunks = []
+        pixels = starts.shape[0]
         with torch.autocast(coords.device.type, enabled=False):
-            for first in range(0, starts.shape[0], self.chunk):
-                part = slice(first, first + self.chunk)
-                features = self._runs.index_select(0, starts[part].reshape(-1)).view(-1, per_pixel, self._channels)
-                chunks.append(torch.bmm(features, self.fmap1[part]))
-        return self._blend(torch.cat(chunks).view(-1, side, side), wx, fy)
+            if self.fmap1.requires_grad or self._runs.requires_grad:  # training: out= has no autograd
+                parts = [slice(first, first + self.chunk) for first in range(0, pixels, self.chunk)]
+                products = torch.cat([self._correlate(starts, part, per_pixel) for part in parts])
+            else:
+                # One buffer for every chunk's gather and one for all products: a fresh few-MB
+                # gather per chunk, freed among the small products kept, fragmented glibc's heap
+                # until a 2560x1440 lookup held 4-22 GB (RAFT-large, measured).
+                products = self.fmap1.new_empty(pixels, per_pixel, 1)
+                gathered = self._runs.new_empty(min(self.chunk, pixels) * starts.shape[1], self._runs.shape[1])
+                for first in range(0, pixels, self.chunk):
+                    part = slice(first, first + self.chunk)
+                    self._correlate(starts, part, per_pixel, gathered, products[part])
+        return self._blend(products.view(-1, side, side), fx, fy)
+
+    def _correlate(
+        self, starts: torch.Tensor, part: slice, per_pixel: int, gathered: torch.Tensor | None = None, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Correlations of the pixels in ``part`` with their windows' cells, (pixels, per_pixel,
+        1); into ``out``, through the ``gathered`` buffer, when given."""
+        indices = starts[part].reshape(-1)
+        if gathered is None:
+            features = self._runs.index_select(0, indices)
+        else:
+            features = torch.index_select(self._runs, 0, indices, out=gathered[: len(indices)])
+        features = features.view(-1, per_pixel, self._channels)
+        if out is None:
+            return torch.bmm(features, self.fmap1[part])
+        return torch.bmm(features, self.fmap1[part], out=out)
 
     @property
     def levels(self) -> list[torch.Tensor]:

@@ -41,12 +41,13 @@ MEMORY_FRACTION = 0.5
 rest of the pass (encoders at full resolution, the update block, the caller's frames) needs room
 too."""
 
-CPU_FULL_VOLUME_BYTES = 3 * 2**29
-"""On a CPU, 'auto' computes lookups on demand once one pair's volume would exceed 1.5 GiB, even
+CPU_FULL_VOLUME_BYTES = 4 * 2**30
+"""On a CPU, 'auto' computes lookups on demand once one pair's volume would exceed 4 GiB, even
 where it fits: building the volume grows with the square of the frame area and reading it
-scattered over gigabytes is slow, so on demand is faster from about 1600x900 on (RAFT-small,
-12 iterations: 11.8 s vs 14.3 s at 1600x900, 2.5 GiB; 17 s vs 32 s at 1920x1080; the volume
-still wins at 1280x720, 1.0 GiB: 4.6 s vs 6.8 s; see README, Performance)."""
+scattered over gigabytes is slow. Measured (12 iterations, 2 threads, random weights,
+`benchmarks/memory_large_frames.py`, 2026-11-26): RAFT-small stored vs on demand 1.9 vs 3.7 s
+at 1280x720 (1.0 GiB volume), 4.0 vs 6.0 s at 1600x900 (2.5 GiB), 10.7 vs 8.5 s at 1920x1080
+(5.2 GiB); RAFT-large 19.3 vs 24.9 s at 1920x1080, where on demand still saves 5.5 GB."""
 
 GATHER_BYTES = 4 * 2**20
 """Size of the neighbourhood features one on-demand lookup gathers at a time: a few MB, so they

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import rafttool.engine.model as model_module
+import rafttool.engine.winograd as winograd
 from rafttool.engine.model import build_model
 from rafttool.engine.winograd import WinogradConvs, WinogradUpdateStep, convolve, transform_weight, worthwhile
 
@@ -51,11 +52,17 @@ def test_only_wide_same_padded_convolutions_of_3_or_5_taps_take_the_winograd_rou
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
-def test_winograd_step_is_the_update_step(size, update_step_inputs):
+@pytest.mark.parametrize("fits_in_cache", [True, False])
+def test_winograd_step_is_the_update_step(size, fits_in_cache, update_step_inputs, monkeypatch):
+    if not fits_in_cache:  # every transformed input too big: each convolution runs directly
+        monkeypatch.setattr(winograd, "CACHE_BYTES", 2**16)
     block, context, hidden, corr, flow = update_step_inputs(size)
+    step = WinogradUpdateStep(block, context)
+    taken = [cell is not None for cell in step.cells] + [bool(step.convs.kernels)]
+    assert all(taken) if fits_in_cache else not any(taken)
     with torch.inference_mode():
         expected_hidden, expected_delta, expected_motion = block.step(hidden, block.plan(context), corr, flow)
-        hidden_w, delta_w, motion_w = WinogradUpdateStep(block, context)(hidden, corr, flow)
+        hidden_w, delta_w, motion_w = step(hidden, corr, flow)
     torch.testing.assert_close(hidden_w, expected_hidden, atol=5e-5, rtol=0)
     torch.testing.assert_close(delta_w, expected_delta, atol=1e-4, rtol=0)
     torch.testing.assert_close(motion_w, expected_motion, atol=1e-4, rtol=0)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rafttool.engine.update import GRUPlan, UpdateBlock, run_direct
+from rafttool.engine.update import ConvGRUCell, GRUPlan, UpdateBlock, run_direct
 
 OUTPUTS = {1: 1, 3: 4, 5: 6}
 """Outputs per tile along an axis, by the kernel's taps along it (1 tap: no transform)."""
@@ -195,20 +195,43 @@ def computes(conv: nn.Conv2d) -> bool:
     )  # fmt: skip
 
 
-def worthwhile(conv: nn.Conv2d) -> bool:
-    """Whether this module computes ``conv`` and it is wide enough to gain from it."""
-    return computes(conv) and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
+CACHE_BYTES = 24 * 2**20
+"""The most transformed input worth it: beyond about this, the transforms' traffic leaves the
+caches and the direct convolution wins (1 thread, transformed input -> Winograd vs direct:
+178 -> 192 channels 3x3 at 90x160 22.5 MB, 32.6 vs 52.0 ms; 96 -> 128 at 135x240 26.9 MB, 56.8
+vs 42.0 ms; 178 -> 192 at 270x480 (4K) 666 vs 523 ms; RAFT-large's 256 -> 256 5x1 gates at
+135x240 54 MB, 163 vs 129 ms)."""
+
+
+def fits(shape: torch.Size | tuple[int, ...], channels: int, kernel_size: tuple[int, int]) -> bool:
+    """Whether a ``channels``-wide input of a (B, C, H, W) ``shape`` stays within
+    :data:`CACHE_BYTES` once transformed for ``kernel_size``."""
+    batch, _, height, width = shape
+    (tile_h, out_h), (tile_w, out_w) = _tile_shape(kernel_size[0]), _tile_shape(kernel_size[1])
+    tiles = batch * -(-height // out_h) * -(-width // out_w)
+    return tiles * tile_h * tile_w * channels * 4 <= CACHE_BYTES
+
+
+def worthwhile(conv: nn.Conv2d, shape: torch.Size | tuple[int, ...] | None = None) -> bool:
+    """Whether this module computes ``conv``, it is wide enough to gain from it and (given the
+    input's ``shape``) the transformed input :func:`fits` the caches."""
+    return (
+        computes(conv) and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
+        and (shape is None or fits(shape, conv.in_channels, conv.kernel_size))  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 class WinogradConvs:
     """A :data:`~rafttool.engine.update.ConvRunner` that computes the given convolutions, where
     :func:`worthwhile`, by :func:`convolve` with kernels transformed once, and any other directly."""
 
-    def __init__(self, convs: Sequence[nn.Conv2d | None]) -> None:
+    def __init__(self, convs: Sequence[nn.Conv2d | None], shape: torch.Size | tuple[int, ...] | None = None) -> None:
+        """``shape`` (B, C, H, W): the size the convolutions will see, to keep only those whose
+        transformed input fits the caches there."""
         self.kernels = {
             conv: (transform_weight(conv.weight), conv.bias, TileBuffer(conv.kernel_size))  # type: ignore[arg-type]
             for conv in convs
-            if conv is not None and worthwhile(conv)
+            if conv is not None and worthwhile(conv, shape)
         }
 
     def __call__(self, conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -244,19 +267,23 @@ class _WinogradCell:
 
 class WinogradUpdateStep:
     """One inference iteration of ``block`` (:meth:`UpdateBlock.step`, the same numbers up to
-    float rounding) with its wide convolutions by Winograd's algorithm; prepared once per pass,
-    for the pass's context."""
+    float rounding) with its wide convolutions by Winograd's algorithm where their transformed
+    inputs fit the caches (at 1024x436 all of them; from about 1280x720 on, fewer); prepared
+    once per pass, for the pass's context."""
 
     def __init__(self, block: UpdateBlock, context: torch.Tensor) -> None:
         self.block = block
         self.plans = block.plan(context)
         hidden = block.flow_head.conv1.in_channels
-        self.cells = [_WinogradCell(plan, hidden) for plan in self.plans]
+        self.cells = [
+            _WinogradCell(plan, hidden) if fits(context.shape, plan.zr_weight.shape[1], tuple(plan.zr_weight.shape[-2:])) else None  # type: ignore[arg-type]
+            for plan in self.plans
+        ]
         encoder = block.motion_encoder
-        self.convs = WinogradConvs([encoder.corr_conv2, encoder.flow_conv2, encoder.fuse_conv, block.flow_head.conv1])
+        self.convs = WinogradConvs([encoder.corr_conv2, encoder.flow_conv2, encoder.fuse_conv, block.flow_head.conv1], context.shape)
 
     def __call__(self, hidden: torch.Tensor, corr: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         motion = self.block.motion_encoder(flow, corr, self.convs)
-        for cell in self.cells:
-            hidden = cell(hidden, motion)
+        for cell, plan in zip(self.cells, self.plans):
+            hidden = ConvGRUCell.step(hidden, motion, plan) if cell is None else cell(hidden, motion)
         return hidden, self.block.flow_head.step(hidden, self.convs), motion

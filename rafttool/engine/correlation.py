@@ -43,11 +43,12 @@ too."""
 
 CPU_FULL_VOLUME_BYTES = 4 * 2**30
 """On a CPU, 'auto' computes lookups on demand once one pair's volume would exceed 4 GiB, even
-where it fits: building the volume grows with the square of the frame area and reading it
-scattered over gigabytes is slow. Measured (12 iterations, 2 threads, random weights,
-`benchmarks/memory_large_frames.py`, 2026-11-26): RAFT-small stored vs on demand 1.9 vs 3.7 s
-at 1280x720 (1.0 GiB volume), 4.0 vs 6.0 s at 1600x900 (2.5 GiB), 10.7 vs 8.5 s at 1920x1080
-(5.2 GiB); RAFT-large 19.3 vs 24.9 s at 1920x1080, where on demand still saves 5.5 GB."""
+where it fits: past that, building the volume (which grows with the square of the frame area)
+and reading it scattered costs about as much as the lookups, for many times the memory.
+Measured (12 iterations, 2 threads, random weights, `benchmarks/memory_large_frames.py`,
+2026-11-26): RAFT-small stored vs on demand 1.8 vs 3.5 s at 1280x720 (1.0 GiB volume), 3.9 vs
+6.0 s at 1600x900 (2.5 GiB), 6.5 vs 8.1 s and 6.2 vs 0.8 GB at 1920x1080 (5.2 GiB); RAFT-large
+18.5 vs 23.0 s and 6.7 vs 1.2 GB there."""
 
 GATHER_BYTES = 4 * 2**20
 """Size of the neighbourhood features one on-demand lookup gathers at a time: a few MB, so they

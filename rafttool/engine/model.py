@@ -164,7 +164,9 @@ class RAFT(nn.Module):
         ``features`` are both frames' :meth:`features`, when the caller has them already.
         ``int8`` (inference on CPUs where :func:`~rafttool.engine.int8.int8_supported`) runs the
         update block's large convolutions in int8 (see :mod:`rafttool.engine.int8`) and takes a
-        stored volume's dot products in int8 (kept in bf16).
+        stored volume's dot products in int8 (kept in bf16). Otherwise, on a CPU at inference
+        (no autocast), the update block's wide convolutions run by Winograd's algorithm
+        (:mod:`rafttool.engine.winograd`): the same numbers up to float rounding.
         A ``workspace`` holds the correlation volume from one call to the next (inference only).
         """
         if image1.shape != image2.shape:

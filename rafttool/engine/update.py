@@ -7,6 +7,8 @@ reads a flow *offset* out of the hidden state: f_{k+1} = f_k + delta_f_k.
 ``forward`` methods compute this the straightforward way (the reference). ``plan``/``step`` give
 the same result for less work: the context is the same in every iteration, so its share of the
 GRU's gate convolutions is computed once per pass, and the z and r gates share one convolution.
+At inference on a CPU, :class:`~rafttool.engine.winograd.WinogradUpdateStep` runs that step with
+fewer multiplications, and :class:`~rafttool.engine.int8.Int8UpdateStep` in int8.
 """
 
 from __future__ import annotations

@@ -6,9 +6,21 @@ exact path may use them; they are for inference on the CPU, where they were meas
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+ConvRunner = Callable[[nn.Conv2d, Sequence[torch.Tensor]], torch.Tensor]
+"""Applies a convolution to the channel-wise concatenation of some tensors. Inference on a CPU
+passes its own (:class:`~rafttool.engine.winograd.WinogradConvs`) to the update block to run the
+same convolutions another way."""
+
+
+def run_direct(conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The plain :data:`ConvRunner`: concatenate, then convolve."""
+    return conv(parts[0] if len(parts) == 1 else torch.cat(list(parts), dim=1))
 
 
 def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

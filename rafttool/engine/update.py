@@ -13,24 +13,13 @@ fewer multiplications, and :class:`~rafttool.engine.int8.Int8UpdateStep` in int8
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rafttool.engine.matmul_convs import conv_to_few_channels, pointwise_conv
-
-ConvRunner = Callable[[nn.Conv2d, Sequence[torch.Tensor]], torch.Tensor]
-"""Applies a convolution to the channel-wise concatenation of some tensors. The update loop's
-inference steps pass their own (:class:`~rafttool.engine.winograd.WinogradConvs`) to run the
-same convolutions another way."""
-
-
-def run_direct(conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The plain :data:`ConvRunner`: concatenate, then convolve."""
-    return conv(parts[0] if len(parts) == 1 else torch.cat(list(parts), dim=1))
+from rafttool.engine.matmul_convs import ConvRunner, conv_to_few_channels, pointwise_conv, run_direct
 
 
 class MotionEncoder(nn.Module):

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rafttool.engine.update import ConvGRUCell, GRUPlan, UpdateBlock, run_direct
+from rafttool.engine.matmul_convs import run_direct
+from rafttool.engine.update import ConvGRUCell, GRUPlan, UpdateBlock
 
 OUTPUTS = {1: 1, 3: 4, 5: 6}
 """Outputs per tile along an axis, by the kernel's taps along it (1 tap: no transform)."""
@@ -212,34 +213,30 @@ def fits(shape: torch.Size | tuple[int, ...], channels: int, kernel_size: tuple[
     return tiles * tile_h * tile_w * channels * 4 <= CACHE_BYTES
 
 
-def worthwhile(conv: nn.Conv2d, shape: torch.Size | tuple[int, ...] | None = None) -> bool:
-    """Whether this module computes ``conv``, it is wide enough to gain from it and (given the
-    input's ``shape``) the transformed input :func:`fits` the caches."""
-    return (
-        computes(conv) and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
-        and (shape is None or fits(shape, conv.in_channels, conv.kernel_size))  # type: ignore[arg-type]
-    )  # fmt: skip
+def worthwhile(conv: nn.Conv2d) -> bool:
+    """Whether this module computes ``conv`` and it is wide enough to gain from it (whether its
+    input :func:`fits` the caches depends on the frame size)."""
+    return computes(conv) and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
 
 
 class WinogradConvs:
-    """A :data:`~rafttool.engine.update.ConvRunner` that computes the given convolutions, where
-    :func:`worthwhile`, by :func:`convolve` with kernels transformed once, and any other directly."""
+    """A :data:`~rafttool.engine.matmul_convs.ConvRunner` that computes the given convolutions,
+    where :func:`worthwhile` for the input at hand, by :func:`convolve`, and any other directly.
+    Kernels are transformed on first use and kept, with their input buffers, for the runner's
+    life: build one per pass."""
 
-    def __init__(self, convs: Sequence[nn.Conv2d | None], shape: torch.Size | tuple[int, ...] | None = None) -> None:
-        """``shape`` (B, C, H, W): the size the convolutions will see, to keep only those whose
-        transformed input fits the caches there."""
-        self.kernels = {
-            conv: (transform_weight(conv.weight), conv.bias, TileBuffer(conv.kernel_size))  # type: ignore[arg-type]
-            for conv in convs
-            if conv is not None and worthwhile(conv, shape)
-        }
+    def __init__(self, convs: Sequence[nn.Conv2d | None]) -> None:
+        self.convs = {conv for conv in convs if conv is not None and worthwhile(conv)}
+        self.kernels: dict[nn.Conv2d, tuple[torch.Tensor, TileBuffer]] = {}
 
     def __call__(self, conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
-        kernel = self.kernels.get(conv)
-        if kernel is None:
+        shape = (parts[0].shape[0], 0, *parts[0].shape[2:])
+        if conv not in self.convs or not fits(shape, sum(part.shape[1] for part in parts), conv.kernel_size):  # type: ignore[arg-type]
             return run_direct(conv, parts)
-        weight, bias, buffer = kernel
-        return convolve(parts, weight, buffer.kernel_size, bias, buffer)
+        if conv not in self.kernels:
+            self.kernels[conv] = (transform_weight(conv.weight), TileBuffer(conv.kernel_size))  # type: ignore[arg-type]
+        weight, buffer = self.kernels[conv]
+        return convolve(parts, weight, buffer.kernel_size, conv.bias, buffer)
 
 
 class _WinogradCell:
@@ -280,7 +277,7 @@ class WinogradUpdateStep:
             for plan in self.plans
         ]
         encoder = block.motion_encoder
-        self.convs = WinogradConvs([encoder.corr_conv2, encoder.flow_conv2, encoder.fuse_conv, block.flow_head.conv1], context.shape)
+        self.convs = WinogradConvs([encoder.corr_conv2, encoder.flow_conv2, encoder.fuse_conv, block.flow_head.conv1])
 
     def __call__(self, hidden: torch.Tensor, corr: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         motion = self.block.motion_encoder(flow, corr, self.convs)

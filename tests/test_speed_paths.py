@@ -112,10 +112,10 @@ def _model(size: str) -> torch.nn.Module:
     return build_model(size).eval()
 
 
-@pytest.mark.parametrize(("size", "corr_mode"), [("small", "full"), ("large", "full"), ("small", "on_demand")])
-def test_exact_fast_path_equals_the_reference_path(size, corr_mode):
+@pytest.mark.parametrize(("size", "corr_mode", "batch"), [("small", "full", 1), ("large", "full", 1), ("small", "on_demand", 1), ("small", "full", 2)])
+def test_exact_fast_path_equals_the_reference_path(size, corr_mode, batch):
     model = _model(size)
-    image1, image2 = _pair()
+    image1, image2 = _pair(batch=batch)
     iters = 12 if corr_mode == "full" else 4  # on demand: the lookup itself is compared above
     with torch.inference_mode():
         expected = reference_forward(as_reference(model), image1, image2, iters=iters)

@@ -95,15 +95,16 @@ def pooled_features(fmap2: torch.Tensor, num_levels: int) -> list[torch.Tensor]:
     return levels
 
 
-def row_padding(radius: int) -> int:
-    """Zero cells after every row of a level in the lookup's tables: one run's length, 2r+2."""
+def run_length(radius: int) -> int:
+    """Cells in one run a lookup reads per window row, 2r+2; also the zero cells that follow
+    every level row in the lookup's tables and the least margin of zeros at their ends."""
     return 2 * radius + 2
 
 
 def padded_levels(levels: list[torch.Tensor], radius: int) -> list[torch.Tensor]:
-    """Pooled frame-2 features with :func:`row_padding` zero columns on the right: their
+    """Pooled frame-2 features with :func:`run_length` zero columns on the right: their
     correlations are exact zeros, which the lookup's runs read where they leave a row."""
-    return [F.pad(level, (0, row_padding(radius))) for level in levels]
+    return [F.pad(level, (0, run_length(radius))) for level in levels]
 
 
 class _WindowLookup:
@@ -126,12 +127,12 @@ class _WindowLookup:
         self.num_levels = len(fmap2_levels)
         self.radius = radius
         self.batch, _, self.height, self.width = fmap1.shape
-        self.level_sizes: list[tuple[int, int]] = [(level.shape[-2], level.shape[-1] - row_padding(radius)) for level in fmap2_levels]
-        self.row_stride = [w + row_padding(radius) for _, w in self.level_sizes]
+        self.level_sizes: list[tuple[int, int]] = [(level.shape[-2], level.shape[-1] - run_length(radius)) for level in fmap2_levels]
+        self.row_stride = [w + run_length(radius) for _, w in self.level_sizes]
         cells = [h * stride for (h, _), stride in zip(self.level_sizes, self.row_stride)]
         self.level_starts: list[int] = [sum(cells[:i]) for i in range(len(cells))]
         self.table_size = sum(cells)
-        self.margin = 2 * radius + 2 if margin is None else margin
+        self.margin = run_length(radius) if margin is None else margin
         device = fmap1.device
         pixels = self.batch * self.height * self.width
         # Per (pixel, level) window, pixel-major: where its level starts in the padded table (the
@@ -233,7 +234,7 @@ class CorrelationPyramid(_WindowLookup):
                 torch.bmm(f1, f2, out=buffer[self.margin : size + self.margin].view(batch, height * width, -1))
             self.volume = buffer[self.margin : size + self.margin].view(batch, height * width, self.table_size)
         self._buffer = buffer
-        self._runs = buffer.unfold(0, 2 * radius + 2, 1)  # every run of 2r+2 consecutive cells, without a copy
+        self._runs = buffer.unfold(0, run_length(radius), 1)  # every run of 2r+2 consecutive cells, without a copy
         self.levels = [
             self.volume.view(-1, self.table_size)[:, start : start + h * stride].view(-1, 1, h, stride)[..., :w]
             for start, (h, w), stride in zip(self.level_starts, self.level_sizes, self.row_stride)
@@ -310,7 +311,7 @@ class OnDemandCorrelation(_WindowLookup):
             cells = torch.cat([level.flatten(2) for level in tables], dim=2).transpose(1, 2).reshape(-1)
             margin = cells.new_zeros(self.margin * channels)
             table = torch.cat([margin, cells, margin])  # (B*cells + margins) x C, flat
-        side = 2 * radius + 2
+        side = run_length(radius)
         self._runs = table.unfold(0, side * channels, channels)  # every run of 2r+2 cells' features
         self._channels = channels
         window_bytes = side * side * channels * table.element_size()

@@ -75,6 +75,12 @@ def _tile_shape(taps: int) -> tuple[int, int]:
     return OUTPUTS[taps] + taps - 1, OUTPUTS[taps]
 
 
+def _grid(kernel_size: tuple[int, int], height: int, width: int) -> tuple[int, int]:
+    """Tiles down and across an input of ``height`` x ``width`` (the last ones may overhang)."""
+    (_, out_h), (_, out_w) = _tile_shape(kernel_size[0]), _tile_shape(kernel_size[1])
+    return -(-height // out_h), -(-width // out_w)
+
+
 @functools.cache
 def _tile_transforms(kernel_size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Both 2-D tile transforms as one matrix each (Kronecker products of the axes'), so that
@@ -127,7 +133,8 @@ class TileBuffer:
         batch, _, height, width = like.shape
         if self.shape != (batch, channels, height, width):
             (tile_h, out_h), (tile_w, out_w) = (_tile_shape(taps) for taps in self.kernel_size)
-            padded_h, padded_w = -(-height // out_h) * out_h + tile_h - out_h, -(-width // out_w) * out_w + tile_w - out_w
+            rows, cols = _grid(self.kernel_size, height, width)
+            padded_h, padded_w = rows * out_h + tile_h - out_h, cols * out_w + tile_w - out_w
             self.padded = like.new_zeros(batch, padded_h, padded_w, channels)
             self.shape = (batch, channels, height, width)
         top, left = self.kernel_size[0] // 2, self.kernel_size[1] // 2
@@ -144,7 +151,7 @@ class TileBuffer:
         return self.transform()
 
     def transform(self) -> Tiles:
-        """The buffer cut into overlapping tiles (input side: 4 outputs plus the kernel's
+        """The buffer cut into overlapping tiles (input side: a tile's outputs plus the kernel's
         overhang) and taken to the transformed domain."""
         batch, channels, height, width = self.shape
         (tile_h, out_h), (tile_w, out_w) = (_tile_shape(taps) for taps in self.kernel_size)
@@ -159,7 +166,7 @@ def untile(products: torch.Tensor, like: Tiles) -> torch.Tensor:
     """Transformed-domain ``products`` (cells, tiles, C_out) back to a (B, C_out, H, W) output,
     channels-last, for the geometry of ``like``."""
     (_, out_h), (_, out_w) = _tile_shape(like.kernel_size[0]), _tile_shape(like.kernel_size[1])
-    rows, cols = -(-like.height // out_h), -(-like.width // out_w)
+    rows, cols = _grid(like.kernel_size, like.height, like.width)
     out_channels = products.shape[2]
     _, output_transform = _tile_transforms(like.kernel_size, products.device)
     blocks = torch.mm(output_transform, products.view(products.shape[0], -1))
@@ -208,9 +215,9 @@ def fits(shape: torch.Size | tuple[int, ...], channels: int, kernel_size: tuple[
     """Whether a ``channels``-wide input of a (B, C, H, W) ``shape`` stays within
     :data:`CACHE_BYTES` once transformed for ``kernel_size``."""
     batch, _, height, width = shape
-    (tile_h, out_h), (tile_w, out_w) = _tile_shape(kernel_size[0]), _tile_shape(kernel_size[1])
-    tiles = batch * -(-height // out_h) * -(-width // out_w)
-    return tiles * tile_h * tile_w * channels * 4 <= CACHE_BYTES
+    (tile_h, _), (tile_w, _) = _tile_shape(kernel_size[0]), _tile_shape(kernel_size[1])
+    rows, cols = _grid(kernel_size, height, width)
+    return batch * rows * cols * tile_h * tile_w * channels * 4 <= CACHE_BYTES
 
 
 def worthwhile(conv: nn.Conv2d) -> bool:

@@ -189,7 +189,8 @@ def convolve(
 
 MIN_CHANNELS = 64
 """Below this many input or output channels the transforms cost more than the products save
-(3x3, 64 -> 32 channels at 55x128: 2.2 ms against 1.8 direct; 96 -> 128: 5.4 against 9.5)."""
+(`benchmarks/winograd_convs.py`, 1 thread: 3x3, 64 -> 32 channels at 55x128 1.9 ms against 1.6
+direct; 96 -> 128 5.3 against 9.4)."""
 
 
 def computes(conv: nn.Conv2d) -> bool:
@@ -205,10 +206,11 @@ def computes(conv: nn.Conv2d) -> bool:
 
 CACHE_BYTES = 24 * 2**20
 """The most transformed input worth it: beyond about this, the transforms' traffic leaves the
-caches and the direct convolution wins (1 thread, transformed input -> Winograd vs direct:
-178 -> 192 channels 3x3 at 90x160 22.5 MB, 32.6 vs 52.0 ms; 96 -> 128 at 135x240 26.9 MB, 56.8
-vs 42.0 ms; 178 -> 192 at 270x480 (4K) 666 vs 523 ms; RAFT-large's 256 -> 256 5x1 gates at
-135x240 54 MB, 163 vs 129 ms)."""
+caches and the direct convolution wins (1 thread, transformed input -> Winograd vs direct;
+`benchmarks/winograd_convs.py`: 178 -> 192 channels 3x3 at 90x160, 22.5 MB, 32.0 vs 52.2 ms; at
+135x240, 52 MB, 130.4 vs 117.9 ms; scratch runs of the same timing: 96 -> 128 at 135x240, 26.9
+MB, 56.8 vs 42.0 ms; 178 -> 192 at 270x480 (4K) 666 vs 523 ms; RAFT-large's 256 -> 256 5x1 gates
+at 135x240, 54 MB, 163 vs 129 ms)."""
 
 
 def fits(shape: torch.Size | tuple[int, ...], channels: int, kernel_size: tuple[int, int]) -> bool:

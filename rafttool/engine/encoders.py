@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rafttool.engine.derived import derived
 from rafttool.engine.matmul_convs import pointwise_conv
 
 NormKind = Literal["instance", "batch", "group", "none"]
@@ -49,6 +50,31 @@ def make_norm(kind: NormKind, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}: use instance, batch, group or none")
 
 
+def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``norm(conv(x))``. At inference a batch norm is an affine map per channel, which folds
+    into the convolution's weights and bias: one pass over the output fewer (16 of 240 ms of
+    RAFT-large's context encoder at 1024x436, 2 threads), the same numbers up to rounding."""
+    if isinstance(norm, nn.BatchNorm2d) and not norm.training and not torch.is_grad_enabled():
+        sources = [t for t in (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var) if t is not None]
+        weight, bias = derived(norm, "folded", sources, lambda: _fold(conv, norm))
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return norm(conv(x))
+
+
+def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight, bias) of the convolution followed by the batch norm in eval mode."""
+    scale = torch.rsqrt(norm.running_var.double() + norm.eps)  # type: ignore[union-attr]
+    if norm.weight is not None:
+        scale = scale * norm.weight.double()
+    bias = -norm.running_mean.double() * scale  # type: ignore[union-attr]
+    if conv.bias is not None:
+        bias = bias + conv.bias.double() * scale
+    if norm.bias is not None:
+        bias = bias + norm.bias.double()
+    weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
+    return weight.to(conv.weight.dtype), bias.to(conv.weight.dtype)
+
+
 class ResidualBlock(nn.Module):
     """Two 3x3 conv-norm-relu layers with an identity (or strided 1x1) shortcut."""
 
@@ -62,9 +88,9 @@ class ResidualBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.norm1(self.conv1(x)))
-        y = self.relu(self.norm2(self.conv2(y)))
-        return self.relu(self.shortcut(x) + y)
+        y = self.relu(conv_norm(self.conv1, self.norm1, x))
+        y = self.relu(conv_norm(self.conv2, self.norm2, y))
+        return self.relu(_shortcut_of(self.shortcut, x) + y)
 
 
 class BottleneckBlock(nn.Module):
@@ -86,13 +112,20 @@ class BottleneckBlock(nn.Module):
         y = self.relu(self.norm1(pointwise_conv(self.conv1, x)))
         y = self.relu(self.norm2(self.conv2(y)))
         y = self.relu(self.norm3(pointwise_conv(self.conv3, y)))
-        return self.relu(self.shortcut(x) + y)
+        return self.relu(_shortcut_of(self.shortcut, x) + y)
 
 
 def _shortcut(in_channels: int, out_channels: int, norm: NormKind, stride: int) -> nn.Module:
     if stride == 1:
         return nn.Identity()
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride), make_norm(norm, out_channels))
+
+
+def _shortcut_of(shortcut: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A block's shortcut applied to ``x``: identity, or a strided 1x1 convolution and a norm."""
+    if isinstance(shortcut, nn.Sequential):
+        return conv_norm(shortcut[0], shortcut[1], x)
+    return shortcut(x)
 
 
 class Encoder(nn.Module):
@@ -146,6 +179,6 @@ class Encoder(nn.Module):
         return features[0] if len(features) == 1 else torch.cat(features)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.stem_norm(self.stem_conv(x)))
+        x = self.relu(conv_norm(self.stem_conv, self.stem_norm, x))
         x = self.stage3(self.stage2(self.stage1(x)))
         return pointwise_conv(self.head, x)

@@ -83,25 +83,30 @@ class ConvGRUCell(nn.Module):
         q = torch.tanh(self.convq(torch.cat([r * h, x], dim=1)))
         return (1 - z) * h + z * q
 
-    def plan(self, context: torch.Tensor) -> GRUPlan:
-        """Split the gate convolutions (a conv of a concatenation is the sum of the convs of its
-        parts) into the per-iteration share, over [h, motion], and the context's share plus biases."""
-        hidden, ctx = self.convz.out_channels, context.shape[1]
+    def gate_weights(self, context_channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The gate convolutions regrouped (a conv of a concatenation is the sum of the convs of
+        its parts): the z and r gates' weight over [h, motion], the candidate's over [h, motion],
+        all three gates' over the context, and their biases."""
+        hidden = self.convz.out_channels
 
         def per_iteration(weight: torch.Tensor) -> torch.Tensor:
-            return torch.cat([weight[:, :hidden], weight[:, hidden + ctx :]], dim=1)
+            return torch.cat([weight[:, :hidden], weight[:, hidden + context_channels :]], dim=1)
 
         convs = (self.convz, self.convr, self.convq)
-        context_weight = torch.cat([conv.weight[:, hidden : hidden + ctx] for conv in convs])
-        context_bias = torch.cat([conv.bias for conv in convs])
-        shares = F.conv2d(context, context_weight, context_bias, padding=self.convz.padding)
-        return GRUPlan(
-            zr_weight=torch.cat([per_iteration(self.convz.weight), per_iteration(self.convr.weight)]),
-            q_weight=per_iteration(self.convq.weight),
-            context_zr=shares[:, : 2 * hidden],
-            context_q=shares[:, 2 * hidden :],
-            padding=self.convz.padding,  # type: ignore[arg-type]
+        return (
+            torch.cat([per_iteration(self.convz.weight), per_iteration(self.convr.weight)]),
+            per_iteration(self.convq.weight),
+            torch.cat([conv.weight[:, hidden : hidden + context_channels] for conv in convs]),
+            torch.cat([conv.bias for conv in convs]),
         )
+
+    def plan(self, context: torch.Tensor) -> GRUPlan:
+        """The per-iteration share of the gates' weights, over [h, motion], and the context's
+        share of their outputs plus the biases, the same in every iteration."""
+        zr_weight, q_weight, context_weight, context_bias = self.gate_weights(context.shape[1])
+        shares = F.conv2d(context, context_weight, context_bias, padding=self.convz.padding)
+        hidden = self.convz.out_channels
+        return GRUPlan(zr_weight, q_weight, shares[:, : 2 * hidden], shares[:, 2 * hidden :], self.convz.padding)  # type: ignore[arg-type]
 
     @staticmethod
     def step(h: torch.Tensor, motion: torch.Tensor, plan: GRUPlan) -> torch.Tensor:
@@ -173,8 +178,8 @@ class MaskHead(nn.Module):
         self.conv2 = nn.Conv2d(width, factor * factor * 9, 1)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return 0.25 * self.conv2(self.relu(self.conv1(h)))
+    def forward(self, h: torch.Tensor, run: ConvRunner = run_direct) -> torch.Tensor:
+        return 0.25 * pointwise_conv(self.conv2, self.relu(run(self.conv1, [h])))
 
 
 class UpdateBlock(nn.Module):

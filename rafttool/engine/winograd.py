@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from rafttool.engine.derived import derived
 from rafttool.engine.matmul_convs import run_direct
-from rafttool.engine.update import ConvGRUCell, GRUPlan, UpdateBlock
+from rafttool.engine.update import ConvGRUCell, UpdateBlock
 
 OUTPUTS = {1: 1, 3: 4, 5: 6}
 """Outputs per tile along an axis, by the kernel's taps along it (1 tap: no transform)."""
@@ -231,36 +232,38 @@ def worthwhile(conv: nn.Conv2d) -> bool:
 class WinogradConvs:
     """A :data:`~rafttool.engine.matmul_convs.ConvRunner` that computes the given convolutions,
     where :func:`worthwhile` for the input at hand, by :func:`convolve`, and any other directly.
-    Kernels are transformed on first use and kept, with their input buffers, for the runner's
-    life: build one per pass."""
+    Transformed kernels are kept with the convolutions (:func:`~rafttool.engine.derived.derived`),
+    input buffers for the runner's life: build one per pass."""
 
     def __init__(self, convs: Sequence[nn.Conv2d | None]) -> None:
         self.convs = {conv for conv in convs if conv is not None and worthwhile(conv)}
-        self.kernels: dict[nn.Conv2d, tuple[torch.Tensor, TileBuffer]] = {}
+        self.buffers: dict[nn.Conv2d, TileBuffer] = {}
 
     def __call__(self, conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         shape = (parts[0].shape[0], 0, *parts[0].shape[2:])
         if conv not in self.convs or not fits(shape, sum(part.shape[1] for part in parts), conv.kernel_size):  # type: ignore[arg-type]
             return run_direct(conv, parts)
-        if conv not in self.kernels:
-            self.kernels[conv] = (transform_weight(conv.weight), TileBuffer(conv.kernel_size))  # type: ignore[arg-type]
-        weight, buffer = self.kernels[conv]
+        weight = derived(conv, "winograd", [conv.weight], lambda: transform_weight(conv.weight))
+        buffer = self.buffers.setdefault(conv, TileBuffer(conv.kernel_size))  # type: ignore[arg-type]
         return convolve(parts, weight, buffer.kernel_size, conv.bias, buffer)
 
 
 class _WinogradCell:
-    """:meth:`ConvGRUCell.step`. [h, motion] is transformed once for the z and r gates and the
-    candidate's share over the motion features; only r * h is transformed again, and the
-    candidate's two shares are added before one output transform."""
+    """:meth:`ConvGRUCell.step` for ``context``. [h, motion] is transformed once for the z and r
+    gates and the candidate's share over the motion features; only r * h is transformed again,
+    and the candidate's two shares are added before one output transform. The context's share
+    of the gates is computed once, by Winograd's algorithm too."""
 
-    def __init__(self, plan: GRUPlan, hidden: int) -> None:
-        self.hidden = hidden
-        kernel_size: tuple[int, int] = tuple(plan.zr_weight.shape[-2:])  # type: ignore[assignment]
+    def __init__(self, cell: ConvGRUCell, context: torch.Tensor) -> None:
+        self.hidden = hidden = cell.convz.out_channels
+        kernel_size: tuple[int, int] = cell.convz.kernel_size  # type: ignore[assignment]
         self.inputs, self.reset_hidden = TileBuffer(kernel_size), TileBuffer(kernel_size)
-        self.zr = transform_weight(plan.zr_weight)
-        q = transform_weight(plan.q_weight)
-        self.q_over_hidden, self.q_over_motion = q[:, :hidden].contiguous(), q[:, hidden:].contiguous()
-        self.context_zr, self.context_q = plan.context_zr, plan.context_q
+        sources = [tensor for conv in (cell.convz, cell.convr, cell.convq) for tensor in (conv.weight, conv.bias)]
+        self.zr, self.q_over_hidden, self.q_over_motion, over_context, bias = derived(
+            cell, f"winograd-{context.shape[1]}", sources, functools.partial(_transformed_gates, cell, context.shape[1])
+        )
+        shares = convolve([context], over_context, kernel_size, bias)
+        self.context_zr, self.context_q = shares[:, : 2 * hidden], shares[:, 2 * hidden :]
 
     def __call__(self, h: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         inputs = self.inputs.fill([h, motion])
@@ -271,6 +274,15 @@ class _WinogradCell:
         return torch.lerp(h, q.add_(self.context_q).tanh_(), z)
 
 
+def _transformed_gates(cell: ConvGRUCell, context_channels: int) -> tuple[torch.Tensor, ...]:
+    """A cell's :meth:`~ConvGRUCell.gate_weights`, transformed: (z and r gates, the candidate's
+    share over h, its share over the motion features, all gates' over the context, biases)."""
+    zr, q, over_context, bias = cell.gate_weights(context_channels)
+    q = transform_weight(q)
+    hidden = cell.convz.out_channels
+    return transform_weight(zr), q[:, :hidden].contiguous(), q[:, hidden:].contiguous(), transform_weight(over_context), bias.detach()
+
+
 class WinogradUpdateStep:
     """One inference iteration of ``block`` (:meth:`UpdateBlock.step`, the same numbers up to
     float rounding) with its wide convolutions by Winograd's algorithm where their transformed
@@ -279,17 +291,18 @@ class WinogradUpdateStep:
 
     def __init__(self, block: UpdateBlock, context: torch.Tensor) -> None:
         self.block = block
-        self.plans = block.plan(context)
-        hidden = block.flow_head.conv1.in_channels
-        self.cells = [
-            _WinogradCell(plan, hidden) if fits(context.shape, plan.zr_weight.shape[1], tuple(plan.zr_weight.shape[-2:])) else None  # type: ignore[arg-type]
-            for plan in self.plans
-        ]
+        self.cells: list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = []
+        for cell in block.gru.cells:
+            inputs = cell.convz.in_channels - context.shape[1]
+            if fits(context.shape, max(inputs, context.shape[1]), cell.convz.kernel_size):  # type: ignore[arg-type]
+                self.cells.append(_WinogradCell(cell, context))
+            else:
+                self.cells.append(functools.partial(ConvGRUCell.step, plan=cell.plan(context)))
         encoder = block.motion_encoder
         self.convs = WinogradConvs([encoder.corr_conv2, encoder.flow_conv2, encoder.fuse_conv, block.flow_head.conv1])
 
     def __call__(self, hidden: torch.Tensor, corr: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         motion = self.block.motion_encoder(flow, corr, self.convs)
-        for cell, plan in zip(self.cells, self.plans):
-            hidden = ConvGRUCell.step(hidden, motion, plan) if cell is None else cell(hidden, motion)
+        for cell in self.cells:
+            hidden = cell(hidden, motion)
         return hidden, self.block.flow_head.step(hidden, self.convs), motion

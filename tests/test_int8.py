@@ -15,6 +15,7 @@ from rafttool.cli.main import app
 from rafttool.engine.correlation import CorrelationPyramid, VolumeWorkspace
 from rafttool.engine.int8 import Int8Conv, Int8UpdateStep, int8_supported, quantize_nonnegative, quantize_unit
 from rafttool.engine.model import build_model
+from rafttool.engine.update import swap_window_axes
 from rafttool.engine.weights import save_weights
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -55,8 +56,12 @@ def test_int8_step_stays_close_to_the_fp32_step(size, update_step_inputs):
     with torch.inference_mode():
         expected_hidden, expected_delta, _ = block.step(hidden, block.plan(context), corr, flow)
         hidden8, delta8, _ = Int8UpdateStep(block, context)(hidden, corr, flow)
+        y_major = swap_window_axes(corr, block.motion_encoder.corr_window)  # the order the engine hands it
+        hidden8_y, delta8_y, _ = Int8UpdateStep(block, context, corr_y_major=True)(hidden, y_major, flow)
     assert (hidden8 - expected_hidden).abs().mean() < 0.01 * expected_hidden.abs().mean()
     assert (delta8 - expected_delta).abs().mean() < 0.02 * expected_delta.abs().mean()
+    torch.testing.assert_close(hidden8_y, hidden8, atol=1e-4, rtol=0)
+    torch.testing.assert_close(delta8_y, delta8, atol=1e-4, rtol=0)
 
 
 def test_int8_refuses_to_run_where_gradients_are_expected():

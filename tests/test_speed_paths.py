@@ -19,7 +19,7 @@ from rafttool.engine.model import DEFAULT_TOLERANCE, build_model, coordinate_gri
 from rafttool.engine.reference import ReferenceCorrelation, as_reference, reference_forward
 from rafttool.engine.trace import Trace
 from rafttool.engine.matmul_convs import conv_to_few_channels, pointwise_conv
-from rafttool.engine.update import FlowHead
+from rafttool.engine.update import FlowHead, swap_window_axes
 from rafttool.engine.warm_start import forward_project
 from rafttool.engine.weights import save_weights
 
@@ -55,6 +55,17 @@ def test_gather_lookup_equals_grid_sample_on_every_level(radius):
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
     # Far outside every level reads zero padding only.
     assert actual[:, :, 1, :2].abs().max() == 0
+
+
+@pytest.mark.parametrize("store", [CorrelationPyramid, OnDemandCorrelation])
+def test_y_major_lookup_is_the_x_major_one_with_its_window_axes_swapped(store):
+    fmap1, fmap2 = _features()
+    coords = _coords(2, 19, 23)
+    correlation = store(fmap1, fmap2, 4, 3)
+    with torch.inference_mode():
+        x_major, y_major = correlation(coords), correlation(coords, y_major=True)
+    assert not torch.equal(x_major, y_major)
+    torch.testing.assert_close(swap_window_axes(y_major, 7), x_major, atol=0, rtol=0)
 
 
 def test_levels_match_the_pooled_volume():

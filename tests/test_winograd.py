@@ -10,6 +10,7 @@ from torch import nn
 import rafttool.engine.model as model_module
 import rafttool.engine.winograd as winograd
 from rafttool.engine.model import build_model
+from rafttool.engine.update import swap_window_axes
 from rafttool.engine.winograd import WinogradConvs, WinogradUpdateStep, convolve, transform_weight, worthwhile
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -53,14 +54,16 @@ def test_only_wide_same_padded_convolutions_of_3_or_5_taps_take_the_winograd_rou
 
 @pytest.mark.parametrize("size", ["small", "large"])
 @pytest.mark.parametrize("fits_in_cache", [True, False])
-def test_winograd_step_is_the_update_step(size, fits_in_cache, update_step_inputs, monkeypatch):
+@pytest.mark.parametrize("corr_y_major", [True, False])
+def test_winograd_step_is_the_update_step(size, fits_in_cache, corr_y_major, update_step_inputs, monkeypatch):
     if not fits_in_cache:  # every transformed input too big: each convolution runs directly
         monkeypatch.setattr(winograd, "CACHE_BYTES", 2**16)
     block, context, hidden, corr, flow = update_step_inputs(size)
-    step = WinogradUpdateStep(block, context)
+    step = WinogradUpdateStep(block, context, corr_y_major)
+    window = block.motion_encoder.corr_window
     with torch.inference_mode():
         expected_hidden, expected_delta, expected_motion = block.step(hidden, block.plan(context), corr, flow)
-        hidden_w, delta_w, motion_w = step(hidden, corr, flow)
+        hidden_w, delta_w, motion_w = step(hidden, swap_window_axes(corr, window) if corr_y_major else corr, flow)
     taken = [isinstance(cell, winograd._WinogradCell) for cell in step.cells] + [bool(step.convs.buffers)]
     assert all(taken) if fits_in_cache else not any(taken)
     torch.testing.assert_close(hidden_w, expected_hidden, atol=5e-5, rtol=0)

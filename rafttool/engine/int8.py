@@ -139,8 +139,9 @@ class _Int8MotionEncoder:
     """:class:`MotionEncoder` with its last convolution in int8, split by input (correlation
     branch | flow branch) so that each gets its own scale; one shared scale cost KITTI 2.7%."""
 
-    def __init__(self, encoder: MotionEncoder) -> None:
+    def __init__(self, encoder: MotionEncoder, corr_y_major: bool) -> None:
         self.encoder = encoder
+        self.corr_y_major = corr_y_major
         fuse = encoder.fuse_conv
         corr_width = fuse.in_channels - encoder.flow_conv2.out_channels
         self.over_corr = Int8Conv(fuse.weight[:, :corr_width], fuse.bias, fuse.padding)  # type: ignore[arg-type]
@@ -149,7 +150,7 @@ class _Int8MotionEncoder:
     def __call__(self, flow: torch.Tensor, corr: torch.Tensor) -> tuple[torch.Tensor, Quantized]:
         """The motion features (with the flow appended, as the encoder returns them) and the
         features again, quantized for the GRU."""
-        from_corr, from_flow = self.encoder.branches(flow, corr)
+        from_corr, from_flow = self.encoder.branches(flow, corr, corr_y_major=self.corr_y_major)
         fused = self.over_corr(quantize_nonnegative(from_corr)).add_(self.over_flow(quantize_nonnegative(from_flow))).relu_()
         return torch.cat([fused, flow], dim=1), quantize_nonnegative(fused)
 
@@ -158,12 +159,13 @@ class Int8UpdateStep:
     """One inference iteration of ``block`` (:meth:`UpdateBlock.step`) with the motion encoder's
     last convolution, the GRU gates and the flow head's first convolution in int8; prepared once
     per pass, for the pass's context. The hidden state the flow head quantized at the end of one
-    iteration is the one the GRU starts from in the next, so it is quantized once for both."""
+    iteration is the one the GRU starts from in the next, so it is quantized once for both.
+    ``corr_y_major`` as for :class:`~rafttool.engine.winograd.WinogradUpdateStep`."""
 
-    def __init__(self, block: UpdateBlock, context: torch.Tensor) -> None:
+    def __init__(self, block: UpdateBlock, context: torch.Tensor, corr_y_major: bool = False) -> None:
         self.block = block
         self._last_hidden: tuple[torch.Tensor, Quantized] | None = None
-        self.motion_encoder = _Int8MotionEncoder(block.motion_encoder)
+        self.motion_encoder = _Int8MotionEncoder(block.motion_encoder, corr_y_major)
         hidden = block.flow_head.conv1.in_channels
         self.cells = [_Int8Cell(plan, hidden) for plan in block.plan(context)]
         head = block.flow_head.conv1

@@ -21,7 +21,7 @@ from rafttool.engine.encoders import Encoder, NormKind
 from rafttool.engine.int8 import Int8UpdateStep
 from rafttool.engine.padding import STRIDE, Padding, check_input_size
 from rafttool.engine.trace import Trace
-from rafttool.engine.update import MaskHead, UpdateBlock
+from rafttool.engine.update import MaskHead, UpdateBlock, swap_window_axes
 from rafttool.engine.warm_start import forward_project
 from rafttool.engine.matmul_convs import ConvRunner, run_direct
 from rafttool.engine.winograd import WinogradConvs, WinogradUpdateStep
@@ -120,9 +120,9 @@ class RAFT(nn.Module):
         layout = config.encoder_channels_last
         self.feature_encoder = Encoder(config.feature_widths, block, "instance", layout)  # type: ignore[arg-type]
         self.context_encoder = Encoder(config.context_widths, block, config.context_norm, layout)  # type: ignore[arg-type]
-        corr_channels = config.corr_levels * (2 * config.corr_radius + 1) ** 2
         self.update_block = UpdateBlock(
-            corr_channels=corr_channels,
+            corr_levels=config.corr_levels,
+            corr_radius=config.corr_radius,
             context_channels=config.context_channels,
             hidden=config.hidden_channels,
             corr_widths=config.corr_widths,
@@ -191,10 +191,13 @@ class RAFT(nn.Module):
         # Winograd's transforms would amplify bf16 rounding: under autocast the direct convolutions stay.
         winograd = context.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
         run: ConvRunner = WinogradConvs([self.mask_head.conv1]) if winograd and self.mask_head is not None else run_direct
+        # The CPU inference steps take the correlation in the lookup's own window order and
+        # reorder their weights instead; a trace records it in the order everything else uses.
+        y_major = int8 or winograd
         if int8:
-            step = Int8UpdateStep(self.update_block, context)
+            step = Int8UpdateStep(self.update_block, context, y_major)
         elif winograd:
-            step = WinogradUpdateStep(self.update_block, context)
+            step = WinogradUpdateStep(self.update_block, context, y_major)
         else:
             step = functools.partial(self.update_block.step, plans=self.update_block.plan(context))
 
@@ -211,10 +214,11 @@ class RAFT(nn.Module):
         for _ in range(iters):
             coords1 = coords1.detach()
             flow = (coords1 - coords0).contiguous(memory_format=torch.channels_last)
-            corr = correlation(coords1)
+            corr = correlation(coords1, y_major)
             hidden, delta, motion = step(hidden, corr=corr, flow=flow)
             if trace is not None:
-                for name, value in (("coords", coords1), ("corr", corr), ("motion", motion), ("delta", delta)):
+                x_major = swap_window_axes(corr, 2 * self.config.corr_radius + 1) if y_major else corr
+                for name, value in (("coords", coords1), ("corr", x_major), ("motion", motion), ("delta", delta)):
                     trace.record_iteration(name, value)
                 if self.mask_head is not None:
                     trace.record_iteration("mask", self.mask_head(hidden))

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rafttool.engine.derived import derived
 from rafttool.engine.matmul_convs import ConvRunner, conv_to_few_channels, pointwise_conv, run_direct
 
 
@@ -30,29 +31,47 @@ class MotionEncoder(nn.Module):
 
     def __init__(
         self,
-        corr_channels: int,
+        corr_levels: int,
+        corr_radius: int,
         corr_widths: tuple[int, ...],
         flow_widths: tuple[int, int],
         out_channels: int,
     ) -> None:
         super().__init__()
-        self.corr_conv1 = nn.Conv2d(corr_channels, corr_widths[0], 1)
+        self.corr_window = 2 * corr_radius + 1
+        self.corr_conv1 = nn.Conv2d(corr_levels * self.corr_window**2, corr_widths[0], 1)
         self.corr_conv2 = nn.Conv2d(corr_widths[0], corr_widths[1], 3, padding=1) if len(corr_widths) > 1 else None
         self.flow_conv1 = nn.Conv2d(2, flow_widths[0], 7, padding=3)
         self.flow_conv2 = nn.Conv2d(flow_widths[0], flow_widths[1], 3, padding=1)
         self.fuse_conv = nn.Conv2d(corr_widths[-1] + flow_widths[1], out_channels - 2, 3, padding=1)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, flow: torch.Tensor, corr: torch.Tensor, run: ConvRunner = run_direct) -> torch.Tensor:
-        fused = self.relu(run(self.fuse_conv, self.branches(flow, corr, run)))
+    def forward(self, flow: torch.Tensor, corr: torch.Tensor, run: ConvRunner = run_direct, corr_y_major: bool = False) -> torch.Tensor:
+        fused = self.relu(run(self.fuse_conv, self.branches(flow, corr, run, corr_y_major)))
         return torch.cat([fused, flow], dim=1)
 
-    def branches(self, flow: torch.Tensor, corr: torch.Tensor, run: ConvRunner = run_direct) -> tuple[torch.Tensor, torch.Tensor]:
-        """The correlation and flow branches' features, before ``fuse_conv`` joins them."""
-        c = self.relu(pointwise_conv(self.corr_conv1, corr))
+    def branches(
+        self, flow: torch.Tensor, corr: torch.Tensor, run: ConvRunner = run_direct, corr_y_major: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The correlation and flow branches' features, before ``fuse_conv`` joins them.
+        ``corr_y_major``: the correlation channels come in y-major window order (inference on
+        the CPU; see :meth:`CorrelationPyramid.__call__ <rafttool.engine.correlation.CorrelationPyramid.__call__>`)."""
+        weight = self.corr_conv1.weight
+        if corr_y_major:
+            weight = derived(self.corr_conv1, "y-major", [weight], lambda: swap_window_axes(self.corr_conv1.weight.detach(), self.corr_window).contiguous())
+        c = self.relu(pointwise_conv(self.corr_conv1, corr, weight))
         if self.corr_conv2 is not None:
             c = self.relu(run(self.corr_conv2, [c]))
         return c, self.relu(run(self.flow_conv2, [self.relu(self.flow_conv1(flow))]))
+
+
+def swap_window_axes(tensor: torch.Tensor, window: int) -> torch.Tensor:
+    """``tensor`` with its channels (dim 1), correlation samples in level-major window order
+    (``window`` = 2r+1 a side), reordered x-major <-> y-major: for a convolution weight over
+    x-major samples, the weight that takes them y-major, and the other way round."""
+    levels = tensor.shape[1] // window**2
+    swapped = tensor.reshape(tensor.shape[0], levels, window, window, -1).transpose(2, 3)
+    return swapped.reshape(tensor.shape)
 
 
 @dataclass
@@ -187,7 +206,8 @@ class UpdateBlock(nn.Module):
 
     def __init__(
         self,
-        corr_channels: int,
+        corr_levels: int,
+        corr_radius: int,
         context_channels: int,
         hidden: int,
         corr_widths: tuple[int, ...],
@@ -197,7 +217,7 @@ class UpdateBlock(nn.Module):
         flow_head_width: int,
     ) -> None:
         super().__init__()
-        self.motion_encoder = MotionEncoder(corr_channels, corr_widths, flow_widths, motion_channels)
+        self.motion_encoder = MotionEncoder(corr_levels, corr_radius, corr_widths, flow_widths, motion_channels)
         self.gru = RecurrentUnit(hidden, context_channels + motion_channels, gru_kernels)
         self.flow_head = FlowHead(hidden, flow_head_width)
 

@@ -287,10 +287,12 @@ class WinogradUpdateStep:
     """One inference iteration of ``block`` (:meth:`UpdateBlock.step`, the same numbers up to
     float rounding) with its wide convolutions by Winograd's algorithm where their transformed
     inputs fit the caches (at 1024x436 all of them; from about 1280x720 on, fewer); prepared
-    once per pass, for the pass's context."""
+    once per pass, for the pass's context. ``corr_y_major``: the correlation features come in
+    y-major window order (:meth:`~rafttool.engine.correlation.CorrelationPyramid.__call__`)."""
 
-    def __init__(self, block: UpdateBlock, context: torch.Tensor) -> None:
+    def __init__(self, block: UpdateBlock, context: torch.Tensor, corr_y_major: bool = False) -> None:
         self.block = block
+        self.corr_y_major = corr_y_major
         self.cells: list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = []
         for cell in block.gru.cells:
             inputs = cell.convz.in_channels - context.shape[1]
@@ -302,7 +304,7 @@ class WinogradUpdateStep:
         self.convs = WinogradConvs([encoder.corr_conv2, encoder.flow_conv2, encoder.fuse_conv, block.flow_head.conv1])
 
     def __call__(self, hidden: torch.Tensor, corr: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        motion = self.block.motion_encoder(flow, corr, self.convs)
+        motion = self.block.motion_encoder(flow, corr, self.convs, self.corr_y_major)
         for cell in self.cells:
             hidden = cell(hidden, motion)
         return hidden, self.block.flow_head.step(hidden, self.convs), motion

@@ -1,4 +1,4 @@
-"""The issue's speed benchmark still runs, and its exact path still agrees with the reference."""
+"""The issue's speed benchmarks still run, and the exact path still agrees with the reference."""
 
 from __future__ import annotations
 
@@ -10,13 +10,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_speed_benchmark_runs_and_the_exact_path_matches_the_reference(tmp_path: Path) -> None:
-    command = [sys.executable, str(ROOT / "benchmarks" / "speed_vs_reference.py"), "--size", "136x128", "--iters", "2"]
-    command += ["--repeats", "1", "--threads", "1", "--data", str(tmp_path)]  # no data: seeded random frames
+def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``benchmarks/<script> args`` with this checkout importable; fails the test if it fails."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True, timeout=300, env=env, check=False)
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_speed_benchmark_runs_and_the_exact_path_matches_the_reference(tmp_path: Path) -> None:
+    # No data in tmp_path: seeded random frames.
+    done = _run("speed_vs_reference.py", "--size", "136x128", "--iters", "2", "--repeats", "1", "--threads", "1", "--data", str(tmp_path))
     rows = [line.split() for line in done.stdout.splitlines()]
     exact = [row for row in rows if row[:1] == ["exact"]]
     assert len(exact) == 2 and sum(row[:1] == ["reference"] for row in rows) == 2  # both models
     assert all(float(row[-1]) < 1e-3 for row in exact)  # mean |flow difference| in px
+
+
+def test_winograd_timing_runs_every_row() -> None:
+    rows = _run("winograd_convs.py", "--quick").stdout.splitlines()
+    assert len(rows) == 1 + 11 + 2  # header, one row per convolution, both lookup orders
+    assert all(float(row.split()[-3]) > 0 and float(row.split()[-2]) > 0 for row in rows[1:-2])  # direct, winograd ms

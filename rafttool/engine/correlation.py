@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from rafttool.engine.int8 import int8_weights
+from rafttool.engine.int8 import int8_weights, to_uint8
 from rafttool.engine.memory import heap_allocations
 
 CorrMode = Literal["auto", "full", "on_demand"]
@@ -274,8 +274,7 @@ def _int8_volume(f1: torch.Tensor, f2: torch.Tensor, workspace: VolumeWorkspace 
         low, high = min(float(frame1.min()), 0.0), max(float(frame1.max()), 0.0)
         scale = max(high - low, 1e-12) / 255.0
         zero_point = round(-low / scale)
-        offset = torch.tensor(zero_point + 0.5, dtype=frame1.dtype)  # + 1/2, then truncation: rounding
-        x = torch.add(offset, frame1, alpha=1.0 / scale).clamp_(max=255.0).to(torch.uint8)
+        x = to_uint8(frame1, scale, zero_point, saturate=True)
         cells_int8, cell_scales = int8_weights(f2[item].t().contiguous())  # oneDNN reads both operands row-major
         weights = torch.ops.onednn.qlinear_prepack(cells_int8, list(x.shape))
         zero_points = torch.zeros(cells, dtype=torch.int64)

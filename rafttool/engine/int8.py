@@ -55,13 +55,21 @@ class Quantized:
     zero_point: int
 
 
-def quantize(x: torch.Tensor, scale: float, zero_point: int) -> Quantized:
-    """``x`` to channels-last uint8, rounding half up. The callers' scales map ``x`` into
-    [0, 255] by construction, so there is nothing to clamp, and the conversion's truncation
-    after adding 0.5 is the rounding: one pass over ``x`` and one conversion (the layout is
-    channels-last already in the update loop)."""
+def to_uint8(x: torch.Tensor, scale: float, zero_point: int, saturate: bool = False) -> torch.Tensor:
+    """``x / scale + zero_point`` rounded half up to uint8: the conversion's truncation after
+    adding 0.5 is the rounding, so one pass over ``x`` and one conversion. The mapped values
+    must lie in [0, 255]; ``saturate`` clamps the top, where a scale taken from the data's range
+    can overshoot it by rounding."""
     offset = torch.tensor(zero_point + 0.5, dtype=x.dtype, device=x.device)
-    q = torch.add(offset, x, alpha=1.0 / scale).to(torch.uint8)
+    mapped = torch.add(offset, x, alpha=1.0 / scale)
+    return (mapped.clamp_(max=255.0) if saturate else mapped).to(torch.uint8)
+
+
+def quantize(x: torch.Tensor, scale: float, zero_point: int) -> Quantized:
+    """``x`` to channels-last uint8 (:func:`to_uint8`). The callers' scales map ``x`` into
+    [0, 255] by construction, so there is nothing to clamp (the layout is channels-last
+    already in the update loop)."""
+    q = to_uint8(x, scale, zero_point)
     return Quantized(q.contiguous(memory_format=torch.channels_last), scale, zero_point)
 
 

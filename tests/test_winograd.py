@@ -49,7 +49,7 @@ def test_only_wide_same_padded_convolutions_of_3_or_5_taps_take_the_winograd_rou
     narrow = nn.Conv2d(8, 4, 3, padding=1)
     x = torch.randn(1, 8, 5, 6)
     with torch.no_grad():
-        torch.testing.assert_close(WinogradConvs([narrow])(narrow, [x]), narrow(x))  # run directly
+        torch.testing.assert_close(WinogradConvs()(narrow, [x]), narrow(x))  # run directly
 
 
 @pytest.mark.parametrize("size", ["small", "large"])
@@ -90,3 +90,26 @@ def test_cpu_inference_runs_the_winograd_step_and_training_and_autocast_do_not(m
     assert len(built) == 1
     model.train()(images[0], images[1], iters=2)
     assert len(built) == 1
+
+
+def test_raft_large_encoders_take_the_winograd_route_where_it_fits(monkeypatch):
+    taken = []
+
+    def spy(parts, weight, kernel_size, bias=None, buffer=None):
+        taken.append(parts[0].shape[1:])
+        return convolve(parts, weight, kernel_size, bias, buffer)
+
+    monkeypatch.setattr(winograd, "convolve", spy)
+    model = build_model("large").eval()
+    image = torch.rand(1, 3, 64, 96) * 2 - 1
+    expected = model.feature_encoder(image)  # autograd on: direct convolutions
+    with torch.inference_mode():
+        actual = model.feature_encoder(image)
+    # At this size every transformed input fits: each 3x3 stride-1 convolution of 64 channels or
+    # more goes by Winograd, 4 in stage 1 and 3 in each later stage (the first is strided).
+    assert len(taken) == 10
+    torch.testing.assert_close(actual, expected.detach(), atol=1e-4 * expected.abs().max().item(), rtol=0)
+    monkeypatch.setattr(winograd, "CACHE_BYTES", 0)  # nothing fits: all direct again
+    with torch.inference_mode():
+        model.feature_encoder(image)
+    assert len(taken) == 10

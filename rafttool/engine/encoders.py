@@ -8,6 +8,7 @@ global image statistics, the context encoder batch norm (large) or no norm (smal
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
@@ -15,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rafttool.engine.derived import derived
-from rafttool.engine.matmul_convs import pointwise_conv
+from rafttool.engine.matmul_convs import ConvRunner, pointwise_conv, run_direct
+from rafttool.engine.winograd import WinogradConvs, applies as winograd_applies
 
 NormKind = Literal["instance", "batch", "group", "none"]
 
@@ -50,19 +52,19 @@ def make_norm(kind: NormKind, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}: use instance, batch, group or none")
 
 
-def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``norm(conv(x))``. At inference a batch norm is an affine map per channel, which folds
-    into the convolution's weights and bias: one pass over the output fewer (16 of 240 ms of
-    RAFT-large's context encoder at 1024x436, 2 threads), the same numbers up to rounding."""
+def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, run: ConvRunner = run_direct) -> torch.Tensor:
+    """``norm(conv(x))``, the convolution by ``run``. At inference a batch norm is an affine map
+    per channel, which folds into the convolution's weights and bias: one pass over the output
+    fewer (16 of 240 ms of RAFT-large's context encoder at 1024x436, 2 threads), the same numbers
+    up to rounding."""
     if isinstance(norm, nn.BatchNorm2d) and not norm.training and not torch.is_grad_enabled():
         sources = [t for t in (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var) if t is not None]
-        weight, bias = derived(norm, "folded", sources, lambda: _fold(conv, norm))
-        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-    return norm(conv(x))
+        return run(derived(norm, "folded", sources, lambda: _fold(conv, norm)), [x])
+    return norm(run(conv, [x]))
 
 
-def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight, bias) of the convolution followed by the batch norm in eval mode."""
+def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> nn.Conv2d:
+    """A copy of the convolution with the batch norm that follows it (in eval mode) folded in."""
     scale = torch.rsqrt(norm.running_var.double() + norm.eps)  # type: ignore[union-attr]
     if norm.weight is not None:
         scale = scale * norm.weight.double()
@@ -71,8 +73,10 @@ def _fold(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Te
         bias = bias + conv.bias.double() * scale
     if norm.bias is not None:
         bias = bias + norm.bias.double()
-    weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
-    return weight.to(conv.weight.dtype), bias.to(conv.weight.dtype)
+    folded = copy.deepcopy(conv).requires_grad_(False)
+    folded.weight.copy_(conv.weight.double() * scale.view(-1, 1, 1, 1))
+    folded.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+    return folded
 
 
 class ResidualBlock(nn.Module):
@@ -87,9 +91,9 @@ class ResidualBlock(nn.Module):
         self.shortcut = _shortcut(in_channels, out_channels, norm, stride)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(conv_norm(self.conv1, self.norm1, x))
-        y = self.relu(conv_norm(self.conv2, self.norm2, y))
+    def forward(self, x: torch.Tensor, run: ConvRunner = run_direct) -> torch.Tensor:
+        y = self.relu(conv_norm(self.conv1, self.norm1, x, run))
+        y = self.relu(conv_norm(self.conv2, self.norm2, y, run))
         return self.relu(_shortcut_of(self.shortcut, x) + y)
 
 
@@ -108,9 +112,9 @@ class BottleneckBlock(nn.Module):
         self.shortcut = _shortcut(in_channels, out_channels, norm, stride)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, run: ConvRunner = run_direct) -> torch.Tensor:
         y = self.relu(self.norm1(pointwise_conv(self.conv1, x)))
-        y = self.relu(self.norm2(self.conv2(y)))
+        y = self.relu(self.norm2(run(self.conv2, [y])))
         y = self.relu(self.norm3(pointwise_conv(self.conv3, y)))
         return self.relu(_shortcut_of(self.shortcut, x) + y)
 
@@ -173,12 +177,16 @@ class Encoder(nn.Module):
             return self._encode(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        # On a CPU the wide stride-1 convolutions whose transformed input fits the caches go by
+        # Winograd's algorithm: RAFT-large's quarter- and eighth-resolution stages at 1024x436.
+        run = WinogradConvs() if winograd_applies(x) else run_direct
         if not self.frame_by_frame:
-            return self._encode(x).contiguous()
-        features = [self._encode(frame).contiguous() for frame in x.split(1)]
+            return self._encode(x, run).contiguous()
+        features = [self._encode(frame, run).contiguous() for frame in x.split(1)]
         return features[0] if len(features) == 1 else torch.cat(features)
 
-    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+    def _encode(self, x: torch.Tensor, run: ConvRunner = run_direct) -> torch.Tensor:
         x = self.relu(conv_norm(self.stem_conv, self.stem_norm, x))
-        x = self.stage3(self.stage2(self.stage1(x)))
+        for block in (*self.stage1, *self.stage2, *self.stage3):
+            x = block(x, run)
         return pointwise_conv(self.head, x)

@@ -24,7 +24,7 @@ from rafttool.engine.trace import Trace
 from rafttool.engine.update import MaskHead, UpdateBlock, swap_window_axes
 from rafttool.engine.warm_start import forward_project
 from rafttool.engine.matmul_convs import ConvRunner, run_direct
-from rafttool.engine.winograd import WinogradConvs, WinogradUpdateStep
+from rafttool.engine.winograd import WinogradConvs, WinogradUpdateStep, applies as winograd_applies
 
 
 @dataclass(frozen=True)
@@ -188,9 +188,8 @@ class RAFT(nn.Module):
         # run fastest on.
         hidden = torch.tanh(hidden).contiguous(memory_format=torch.channels_last)
         context = torch.relu(context).contiguous(memory_format=torch.channels_last)
-        # Winograd's transforms would amplify bf16 rounding: under autocast the direct convolutions stay.
-        winograd = context.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
-        run: ConvRunner = WinogradConvs([self.mask_head.conv1]) if winograd and self.mask_head is not None else run_direct
+        winograd = winograd_applies(context)
+        run: ConvRunner = WinogradConvs() if winograd else run_direct
         # The CPU inference steps take the correlation in the lookup's own window order and
         # reorder their weights instead; a trace records it in the order everything else uses.
         y_major = int8 or winograd

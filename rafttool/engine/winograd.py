@@ -229,19 +229,25 @@ def worthwhile(conv: nn.Conv2d) -> bool:
     return computes(conv) and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
 
 
-class WinogradConvs:
-    """A :data:`~rafttool.engine.matmul_convs.ConvRunner` that computes the given convolutions,
-    where :func:`worthwhile` for the input at hand, by :func:`convolve`, and any other directly.
-    Transformed kernels are kept with the convolutions (:func:`~rafttool.engine.derived.derived`),
-    input buffers for the runner's life: build one per pass."""
+def applies(x: torch.Tensor) -> bool:
+    """Whether a convolution of ``x`` may take the Winograd route: CPU inference, no autograd,
+    no autocast (the transforms would amplify bf16 rounding)."""
+    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
 
-    def __init__(self, convs: Sequence[nn.Conv2d | None]) -> None:
-        self.convs = {conv for conv in convs if conv is not None and worthwhile(conv)}
+
+class WinogradConvs:
+    """A :data:`~rafttool.engine.matmul_convs.ConvRunner` that computes every convolution it is
+    handed by :func:`convolve` where :func:`worthwhile` and its transformed input :func:`fits`,
+    and directly otherwise. Transformed kernels are kept with the convolutions
+    (:func:`~rafttool.engine.derived.derived`), input buffers for the runner's life: build one
+    per pass (or per frame)."""
+
+    def __init__(self) -> None:
         self.buffers: dict[nn.Conv2d, TileBuffer] = {}
 
     def __call__(self, conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         shape = (parts[0].shape[0], 0, *parts[0].shape[2:])
-        if conv not in self.convs or not fits(shape, sum(part.shape[1] for part in parts), conv.kernel_size):  # type: ignore[arg-type]
+        if not worthwhile(conv) or not fits(shape, sum(part.shape[1] for part in parts), conv.kernel_size):  # type: ignore[arg-type]
             return run_direct(conv, parts)
         weight = derived(conv, "winograd", [conv.weight], lambda: transform_weight(conv.weight))
         buffer = self.buffers.setdefault(conv, TileBuffer(conv.kernel_size))  # type: ignore[arg-type]
@@ -300,8 +306,7 @@ class WinogradUpdateStep:
                 self.cells.append(_WinogradCell(cell, context))
             else:
                 self.cells.append(functools.partial(ConvGRUCell.step, plan=cell.plan(context)))
-        encoder = block.motion_encoder
-        self.convs = WinogradConvs([encoder.corr_conv2, encoder.flow_conv2, encoder.fuse_conv, block.flow_head.conv1])
+        self.convs = WinogradConvs()
 
     def __call__(self, hidden: torch.Tensor, corr: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         motion = self.block.motion_encoder(flow, corr, self.convs, self.corr_y_major)

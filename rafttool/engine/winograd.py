@@ -185,7 +185,7 @@ def convolve(
     call with the same shapes saves the zero fill."""
     inputs = (buffer or TileBuffer(kernel_size)).fill(parts)
     out = untile(inputs.multiply(weight), inputs)
-    return out if bias is None else out + bias.view(1, -1, 1, 1)
+    return out if bias is None else out.add_(bias.view(1, -1, 1, 1))  # out is a fresh tensor
 
 
 MIN_CHANNELS = 64
@@ -277,7 +277,8 @@ class _WinogradCell:
         q_over_motion = inputs.multiply(self.q_over_motion, channels=slice(self.hidden, None))
         torch.mul(r, h, out=self.reset_hidden.interior(h, self.hidden))
         q = untile(self.reset_hidden.transform().multiply(self.q_over_hidden, accumulate=q_over_motion), inputs)
-        return torch.lerp(h, q.add_(self.context_q).tanh_(), z)
+        q = q.add_(self.context_q).tanh_()
+        return torch.lerp(h, q, z, out=q)
 
 
 def _transformed_gates(cell: ConvGRUCell, context_channels: int) -> tuple[torch.Tensor, ...]:

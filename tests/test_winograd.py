@@ -113,3 +113,15 @@ def test_raft_large_encoders_take_the_winograd_route_where_it_fits(monkeypatch):
     with torch.inference_mode():
         model.feature_encoder(image)
     assert len(taken) == 10
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_torch_compile_traces_the_plain_encoders_in_one_graph(size):
+    """`FlowEngine(compile=True)` compiles the encoders: the Winograd route and the folded norms,
+    whose caches dynamo cannot trace, must step aside for it (graph breaks, recompiles)."""
+    model = build_model(size).eval()
+    image = torch.rand(1, 3, 64, 96) * 2 - 1
+    with torch.inference_mode():
+        for encoder in (model.feature_encoder, model.context_encoder):
+            explained = torch._dynamo.explain(encoder)(image)
+            assert (explained.graph_count, explained.graph_break_count) == (1, 0)

@@ -231,8 +231,12 @@ def worthwhile(conv: nn.Conv2d) -> bool:
 
 def applies(x: torch.Tensor) -> bool:
     """Whether a convolution of ``x`` may take the Winograd route: CPU inference, no autograd,
-    no autocast (the transforms would amplify bf16 rounding)."""
-    return x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+    no autocast (the transforms would amplify bf16 rounding), and not while ``torch.compile``
+    traces it (the compiler fuses the plain layers its own way)."""
+    return (
+        x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )  # fmt: skip
 
 
 class WinogradConvs:

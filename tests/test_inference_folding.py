@@ -55,6 +55,10 @@ def test_batch_norm_folds_into_the_convolution_at_inference_only():
         moved = model.context_encoder(image)
     torch.testing.assert_close(folded, unfolded.detach(), atol=1e-4 * unfolded.abs().max().item(), rtol=0)
     assert not torch.allclose(moved, folded)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # no folding under autocast: the layers as they are
+        plain = model.context_encoder(image)
+        with torch.no_grad():
+            torch.testing.assert_close(model.context_encoder(image), plain.detach(), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("channels_last", [True, False])

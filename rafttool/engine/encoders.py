@@ -56,8 +56,10 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, run: ConvRunner
     """``norm(conv(x))``, the convolution by ``run``. At inference a batch norm is an affine map
     per channel, which folds into the convolution's weights and bias: one pass over the output
     fewer (16 of 240 ms of RAFT-large's context encoder at 1024x436, 2 threads), the same numbers
-    up to rounding. Not while ``torch.compile`` traces it, which folds what it can itself."""
-    if isinstance(norm, nn.BatchNorm2d) and not norm.training and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+    up to rounding. Not under autocast (folded weights would be rounded to half precision where
+    the norm ran in fp32), nor while ``torch.compile`` traces it, which folds what it can itself."""
+    folds = not (norm.training or torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling())
+    if isinstance(norm, nn.BatchNorm2d) and folds:
         sources = [t for t in (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var) if t is not None]
         return run(derived(norm, "folded", sources, lambda: _fold(conv, norm)), [x])
     return norm(run(conv, [x]))

@@ -8,9 +8,10 @@ instead of 144; RAFT-large's 1x5 and 5x1 GRU kernels take 10 for 6 outputs inste
 many channels the elementwise products are independent matrix products (tiles x C_in) @ (C_in x
 C_out) that oneDNN runs at its peak, so the update block's wide convolutions (the GRU gates, the
 flow head, the motion encoder's later layers) take about half the time; so do the mask head's
-and, where their transformed input fits the caches, RAFT-large's encoder layers. The result is the same
-sum (exact in exact arithmetic); in fp32 it differs from the direct convolution by 1e-5 to 1e-4 of
-the output's range, which the exact path's tolerance (1e-3 px mean) covers many times over.
+and, where their transformed input fits the caches, RAFT-large's encoder layers. The result is
+the same sum (exact in exact arithmetic); in fp32 it differs from the direct convolution by 1e-5
+to 1e-4 of the output's range, which the exact path's tolerance (1e-3 px mean) covers many times
+over.
 
 Tensors live in the transformed domain as ``(tile cells, tiles, channels)``; a convolution over
 a concatenation is the sum of the convolutions over its parts, so callers can multiply parts by

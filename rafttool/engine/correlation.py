@@ -179,8 +179,9 @@ class _WindowLookup:
         Channels are level-major with x as the slow window axis (the order the update block's
         weights expect), or y with ``y_major``: the order the blend leaves them in, which spares
         writing them transposed (1.4 of 7 ms per lookup at 1024x436) for callers that reorder
-        their first convolution's weights instead (:func:`~rafttool.engine.update.swap_window_axes`). The result is a
-        channels-last tensor, the layout the update block's convolutions run fastest on.
+        their first convolution's weights instead
+        (:func:`~rafttool.engine.update.swap_window_axes`). The result is a channels-last
+        tensor, the layout the update block's convolutions run fastest on.
         """
         along_x = torch.lerp(values[..., :-1], values[..., 1:], fx.view(-1, 1, 1))
         top, bottom, fy = along_x[:, :-1], along_x[:, 1:], fy.view(-1, 1, 1)

@@ -27,7 +27,9 @@ def derived(owner: nn.Module, name: str, sources: Sequence[torch.Tensor], build:
     """``build()``, or what it returned last time for ``owner`` and ``name`` if ``sources`` have
     not changed since. Call it without autograd: what it keeps is detached from the weights."""
     # Tensors made under inference mode keep no version counter: their identity has to do.
-    stamp = [(source.data_ptr(), None if source.is_inference() else source._version, source.dtype, source.device) for source in sources]
+    stamp = [
+        (source.data_ptr(), None if source.is_inference() else source._version, source.dtype, source.device) for source in sources
+    ]
     entries = _entries.setdefault(owner, {})
     kept = entries.get(name)
     if kept is not None and kept[1] == stamp and all(ref() is source for ref, source in zip(kept[0], sources)):

@@ -58,9 +58,10 @@ def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, run: ConvRunner
     fewer (16 of 240 ms of RAFT-large's context encoder at 1024x436, 2 threads), the same numbers
     up to rounding. Not under autocast (folded weights would be rounded to half precision where
     the norm ran in fp32), nor while ``torch.compile`` traces it, which folds what it can itself."""
-    folds = not (norm.training or torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling())
-    if isinstance(norm, nn.BatchNorm2d) and folds:
-        sources = [t for t in (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var) if t is not None]
+    plain = norm.training or torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling()
+    if isinstance(norm, nn.BatchNorm2d) and not plain:
+        tensors = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
+        sources = [t for t in tensors if t is not None]
         return run(derived(norm, "folded", sources, lambda: _fold(conv, norm)), [x])
     return norm(run(conv, [x]))
 

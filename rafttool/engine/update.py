@@ -46,7 +46,9 @@ class MotionEncoder(nn.Module):
         self.fuse_conv = nn.Conv2d(corr_widths[-1] + flow_widths[1], out_channels - 2, 3, padding=1)
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, flow: torch.Tensor, corr: torch.Tensor, run: ConvRunner = run_direct, corr_y_major: bool = False) -> torch.Tensor:
+    def forward(
+        self, flow: torch.Tensor, corr: torch.Tensor, run: ConvRunner = run_direct, corr_y_major: bool = False
+    ) -> torch.Tensor:
         fused = self.relu(run(self.fuse_conv, self.branches(flow, corr, run, corr_y_major)))
         return torch.cat([fused, flow], dim=1)
 
@@ -55,14 +57,18 @@ class MotionEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The correlation and flow branches' features, before ``fuse_conv`` joins them.
         ``corr_y_major``: the correlation channels come in y-major window order (inference on
-        the CPU; see :meth:`CorrelationPyramid.__call__ <rafttool.engine.correlation.CorrelationPyramid.__call__>`)."""
+        the CPU; see :meth:`rafttool.engine.correlation.CorrelationPyramid.__call__`)."""
         weight = self.corr_conv1.weight
         if corr_y_major:
-            weight = derived(self.corr_conv1, "y-major", [weight], lambda: swap_window_axes(self.corr_conv1.weight.detach(), self.corr_window).contiguous())
+            weight = derived(self.corr_conv1, "y-major", [weight], self._y_major_weight)
         c = self.relu(pointwise_conv(self.corr_conv1, corr, weight))
         if self.corr_conv2 is not None:
             c = self.relu(run(self.corr_conv2, [c]))
         return c, self.relu(run(self.flow_conv2, [self.relu(self.flow_conv1(flow))]))
+
+    def _y_major_weight(self) -> torch.Tensor:
+        """``corr_conv1``'s weight for correlation channels in y-major window order."""
+        return swap_window_axes(self.corr_conv1.weight.detach(), self.corr_window).contiguous()
 
 
 def swap_window_axes(tensor: torch.Tensor, window: int) -> torch.Tensor:

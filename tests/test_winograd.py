@@ -64,7 +64,7 @@ def test_winograd_step_is_the_update_step(size, fits_in_cache, corr_y_major, upd
     with torch.inference_mode():
         expected_hidden, expected_delta, expected_motion = block.step(hidden, block.plan(context), corr, flow)
         hidden_w, delta_w, motion_w = step(hidden, swap_window_axes(corr, window) if corr_y_major else corr, flow)
-    taken = [isinstance(cell, winograd._WinogradCell) for cell in step.cells] + [bool(step.convs.buffers)]
+    taken = [isinstance(cell, winograd._WinogradCell) for cell in step.cells] + [bool(step.convs.kernels)]
     assert all(taken) if fits_in_cache else not any(taken)
     torch.testing.assert_close(hidden_w, expected_hidden, atol=5e-5, rtol=0)
     torch.testing.assert_close(delta_w, expected_delta, atol=1e-4, rtol=0)

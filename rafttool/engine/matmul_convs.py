@@ -32,18 +32,18 @@ def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor | None
     8 -> 32 channels 1.87 vs 0.81 ms, 32 -> 8 1.52 vs 0.49 ms). Anything else is convolved.
     """
     weight = conv.weight if weight is None else weight
-    if x.device.type != "cpu" or x.shape[0] != 1 or conv.kernel_size != (1, 1) or conv.stride != (1, 1):
+    pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.groups == 1
+    one_frame = x.device.type == "cpu" and x.shape[0] == 1
+    if not (pointwise and one_frame and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))):
         return F.conv2d(x, weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
     _, channels, height, width = x.shape
     weight = weight.view(conv.out_channels, channels)
     if x.is_contiguous():  # out (C_out, pixels) = weight @ x (C_in, pixels)
         left, right, shape = weight, x.view(channels, height * width), (1, -1, height, width)
         bias = None if conv.bias is None else conv.bias.unsqueeze(1)
-    elif x.is_contiguous(memory_format=torch.channels_last):  # out (pixels, C_out) = x (pixels, C_in) @ weight.T
+    else:  # channels-last: out (pixels, C_out) = x (pixels, C_in) @ weight.T
         left, right, shape = x.permute(0, 2, 3, 1).reshape(height * width, channels), weight.t(), (1, height, width, -1)
         bias = conv.bias
-    else:
-        return F.conv2d(x, weight.view(conv.weight.shape), conv.bias)
     out = torch.mm(left, right) if bias is None else torch.addmm(bias, left, right)
     out = out.view(shape)
     return out if x.is_contiguous() else out.permute(0, 3, 1, 2)

@@ -216,7 +216,7 @@ class RAFT(nn.Module):
             corr = correlation(coords1, y_major)
             hidden, delta, motion = step(hidden, corr=corr, flow=flow)
             if trace is not None:
-                x_major = swap_window_axes(corr, 2 * self.config.corr_radius + 1) if y_major else corr
+                x_major = swap_window_axes(corr, self.update_block.motion_encoder.corr_window) if y_major else corr
                 for name, value in (("coords", coords1), ("corr", x_major), ("motion", motion), ("delta", delta)):
                     trace.record_iteration(name, value)
                 if self.mask_head is not None:
@@ -327,7 +327,7 @@ def upsample_convex(flow: torch.Tensor, mask: torch.Tensor, factor: int = 8) -> 
     for channel in neighbours.unbind(3):
         up = weights[..., 0, :] * channel[..., 0, :]
         for tap in range(1, 9):
-            up = up.addcmul_(weights[..., tap, :], channel[..., tap, :])
+            up.addcmul_(weights[..., tap, :], channel[..., tap, :])
         channels.append(up)
     up = torch.stack(channels, dim=1).view(batch, 2, height, width, factor, factor)
     return up.permute(0, 1, 2, 4, 3, 5).reshape(batch, 2, factor * height, factor * width)

@@ -245,18 +245,20 @@ class WinogradConvs:
     """A :data:`~rafttool.engine.matmul_convs.ConvRunner` that computes every convolution it is
     handed by :func:`convolve` where :func:`worthwhile` and its transformed input :func:`fits`,
     and directly otherwise. Transformed kernels are kept with the convolutions
-    (:func:`~rafttool.engine.derived.derived`), input buffers for the runner's life: build one
-    per pass (or per frame)."""
+    (:func:`~rafttool.engine.derived.derived`, looked up once per runner), input buffers for the
+    runner's life: build one per pass (or per frame)."""
 
     def __init__(self) -> None:
-        self.buffers: dict[nn.Conv2d, TileBuffer] = {}
+        self.kernels: dict[nn.Conv2d, tuple[torch.Tensor, TileBuffer]] = {}
 
     def __call__(self, conv: nn.Conv2d, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         shape = (parts[0].shape[0], 0, *parts[0].shape[2:])
         if not worthwhile(conv) or not fits(shape, sum(part.shape[1] for part in parts), conv.kernel_size):  # type: ignore[arg-type]
             return run_direct(conv, parts)
-        weight = derived(conv, "winograd", [conv.weight], lambda: transform_weight(conv.weight))
-        buffer = self.buffers.setdefault(conv, TileBuffer(conv.kernel_size))  # type: ignore[arg-type]
+        if conv not in self.kernels:
+            weight = derived(conv, "winograd", [conv.weight], lambda: transform_weight(conv.weight))
+            self.kernels[conv] = (weight, TileBuffer(conv.kernel_size))  # type: ignore[arg-type]
+        weight, buffer = self.kernels[conv]
         return convolve(parts, weight, buffer.kernel_size, conv.bias, buffer)
 
 

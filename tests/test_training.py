@@ -54,6 +54,29 @@ def test_a_few_steps_on_one_batch_reduce_the_loss(tmp_path):
     assert min(losses[-3:]) < 0.8 * losses[0], losses
 
 
+
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")  # the skipped update
+def test_a_non_finite_loss_skips_the_update(tmp_path):
+    trainer = Trainer(TrainConfig(run_dir=str(tmp_path), steps=3, **TINY), _dataset())
+    batch = {k: torch.stack([_dataset()[i][k] for i in range(2)]) for k in ("image1", "image2", "flow", "valid")}
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    metrics = trainer.train_step(batch | {"image1": torch.full_like(batch["image1"], float("nan"))})
+    assert not torch.isfinite(metrics["loss"])
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, before[key]) and torch.equal(trainer.ema[key], before[key]), key
+    trainer.train_step(batch)
+    assert not torch.equal(trainer.model.state_dict()["update_block.flow_head.conv2.weight"], before["update_block.flow_head.conv2.weight"])
+
+
+def test_the_metrics_log_says_how_long_each_step_waited_for_data(tmp_path):
+    Trainer(TrainConfig(run_dir=str(tmp_path), steps=2, **TINY), _dataset()).run()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    for record in records:
+        assert {"loss", "epe", "1px", "3px", "5px", "grad_norm", "lr", "seconds", "data_seconds"} <= set(record)
+        assert all(isinstance(value, (int, float)) for value in record.values())
+        assert record["seconds"] > 0 and record["data_seconds"] >= 0
+
 KILLED_RUN = textwrap.dedent(
     """
     import os, signal, sys

@@ -129,8 +129,10 @@ def train_command(
     with Progress(*columns, console=reporter.console, disable=quiet) as bar:
         task = bar.add_task("train", total=config.steps, status="")
 
-        def show(step: int, total: int, metrics: dict[str, float]) -> None:
-            bar.update(task, completed=step, total=total, status=f"loss {metrics['loss']:.2f}  epe {metrics['epe']:.2f}  {metrics['seconds']:.2f} s/step")
+        def show(step: int, total: int, logged: dict[str, float]) -> None:
+            """Advance the bar; the figures are the last logged step's (reading them each step would wait on a GPU)."""
+            status = f"loss {logged['loss']:.2f}  epe {logged['epe']:.2f}  {logged['seconds']:.2f} s/step" if logged else ""
+            bar.update(task, completed=step, total=total, status=status)
 
         trainer = train(config, progress=show, device=torch_device, time_budget=60.0 * minutes)
     reporter.note(f"stopped at step {trainer.step}/{config.steps}; checkpoint in '{trainer.checkpoint_path}'")

@@ -11,12 +11,14 @@ def sequence_loss(
     valid: torch.Tensor,
     gamma: float = 0.8,
     max_flow: float = 400.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted L1 over all iterations, weights gamma^(N-1-i): later estimates count more.
 
     Supervising every iteration trains the update operator to improve whatever estimate it is
     given. Pixels without GT or with implausibly large GT (> ``max_flow`` px) are masked out.
-    Returns the loss and metrics of the final prediction (EPE, 1/3/5 px accuracy).
+    Returns the loss and metrics of the final prediction (EPE, 1/3/5 px accuracy) as 0-dim
+    tensors: reading one waits for the device, so the caller decides when (on a GPU the training
+    loop reads them only on the steps it logs).
     """
     magnitude = flow_gt.float().norm(dim=1)
     mask = (valid >= 0.5) & (magnitude < max_flow)
@@ -28,14 +30,9 @@ def sequence_loss(
         step_weight = gamma ** (count - 1 - i)
         loss = loss + step_weight * ((prediction.float() - flow_gt).abs() * weight).sum() / denominator
     with torch.no_grad():
-        epe = (predictions[-1].float() - flow_gt).norm(dim=1)[mask]
-        if epe.numel() == 0:
-            epe = flow_gt.new_zeros(1)
-        metrics = {
-            "loss": float(loss),
-            "epe": float(epe.mean()),
-            "1px": float((epe < 1).float().mean()),
-            "3px": float((epe < 3).float().mean()),
-            "5px": float((epe < 5).float().mean()),
-        }
+        epe = (predictions[-1].float() - flow_gt).norm(dim=1)
+        scored = mask.sum().clamp(min=1)
+        metrics = {"loss": loss.detach(), "epe": (epe * mask).sum() / scored}
+        for pixels in (1, 3, 5):
+            metrics[f"{pixels}px"] = ((epe < pixels) & mask).sum() / scored
     return loss, metrics

@@ -10,7 +10,6 @@ exactly too.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -144,6 +143,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=1e-8)
         self.scheduler = self._one_cycle(done_steps=0)
         self.ema: dict[str, torch.Tensor] | None = None
+        self._averaged: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.step = 0
         self.elapsed = 0.0
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
@@ -226,7 +226,8 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | float]:
+        """One optimizer step; metrics stay on the device (0-dim tensors) until someone reads them."""
         self.model.train()
         freeze_batch_norm(self.model)
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -235,26 +236,31 @@ class Trainer:
         loss, metrics = sequence_loss(output.iterations, batch["flow"], batch["valid"], gamma=self.config.gamma)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        metrics["grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip))
-        if math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"]):
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        metrics["grad_norm"] = grad_norm.detach()
+        # The step's one wait for the device: a non-finite loss or gradient skips the update.
+        if bool(torch.isfinite(loss.detach() + grad_norm)):
             self.optimizer.step()
             self._update_average()
         self.scheduler.step()
-        metrics["lr"] = self.scheduler.get_last_lr()[0]
-        return metrics
+        return metrics | {"lr": self.scheduler.get_last_lr()[0]}
 
     @torch.no_grad()
     def _update_average(self) -> None:
         """Exponential moving average of the weights: single steps swing real-data EPE widely."""
         if self.ema is None:
             return
+        if self._averaged is None:  # (average, live) pairs; the live tensors are updated in place
+            live = self.model.state_dict()
+            self._averaged = [(self.ema[key], value) for key, value in live.items()]
+        floats = [(mean, value) for mean, value in self._averaged if value.is_floating_point()]
         # Short memory at first, so the average is not dominated by the initial weights.
         decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
-        for key, value in self.model.state_dict().items():
-            if value.is_floating_point():
-                self.ema[key].lerp_(value, 1.0 - decay)
-            else:
-                self.ema[key].copy_(value)
+        # One multi-tensor kernel for all weights: per-tensor calls cost a launch each on a GPU.
+        torch._foreach_lerp_([mean for mean, _ in floats], [value for _, value in floats], 1.0 - decay)
+        for mean, value in self._averaged:
+            if not value.is_floating_point():
+                mean.copy_(value)
 
     def evaluation_model(self) -> RAFT:
         """The model that validation sees and export ships: the weight average when kept."""
@@ -290,8 +296,10 @@ class Trainer:
         last_save = clock()
         budget = _TimeBudget(time_budget, self.step) if time_budget else None
         log = open(self.run_dir / "metrics.jsonl", "a")
+        logged: dict[str, float] = {}  # the last logged step's metrics, for the progress display
         try:
             # A budgeted run's length is not known yet: stream on, the loop stops it.
+            waiting = clock()
             for batch in self._loader(end_step=self.step + 10**9 if time_budget else self.config.steps):
                 if self.step >= self.config.steps:
                     break
@@ -302,12 +310,14 @@ class Trainer:
                 self.step += 1
                 seconds = clock() - started
                 self.elapsed += seconds
-                metrics.update(step=self.step, seconds=round(seconds, 3))
                 if self.step % self.config.log_every == 0 or self.step == self.config.steps:
-                    log.write(json.dumps(metrics) + "\n")
+                    # Time blocked on the data workers tells whether generation keeps up.
+                    logged = {k: float(v) for k, v in metrics.items()}
+                    logged.update(step=self.step, seconds=round(seconds, 3), data_seconds=round(started - waiting, 3))
+                    log.write(json.dumps(logged) + "\n")
                     log.flush()
                 if self.progress:
-                    self.progress(self.step, self.config.steps, metrics)
+                    self.progress(self.step, self.config.steps, logged)
                 if self.validators and self.step % self.config.validate_every == 0:
                     self.validate()
                 if clock() - last_save > self.config.checkpoint_seconds:
@@ -315,6 +325,7 @@ class Trainer:
                     last_save = clock()
                     if budget:
                         budget.refit_due = True
+                waiting = clock()
         finally:
             log.close()
             self.save_checkpoint()

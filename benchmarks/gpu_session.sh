@@ -45,4 +45,7 @@ mkdir -p "$OUT"
     --synthetic "slow_ego_prob=${TRAIN_SLOW_EGO:-0.3}" -q
   echo "== training stopped (exit $?) after ${SECONDS} s in all"
   tail -n 2 "$OUT/run/metrics.jsonl"; cat "$OUT/run/validation.jsonl"
+  python3 -c 'import json, statistics as st, sys
+rows = [json.loads(line) for line in open(sys.argv[1])][1:]  # the first step holds the start-up
+print("median s/step", st.median(r["seconds"] for r in rows), "median data wait s", st.median(r["data_seconds"] for r in rows))' "$OUT/run/metrics.jsonl"
 } 2>&1 | tee "$log"

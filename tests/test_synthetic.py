@@ -51,8 +51,9 @@ def _visible(sample: dict[str, np.ndarray], band: int = 2) -> tuple[np.ndarray, 
         {"driving_prob": 1.0, "slow_ego_prob": 1.0},
         {"driving_prob": 0.0, "zoom_prob": 1.0},
         {"low_contrast_prob": 1.0},
+        {"driving_prob": 1.0, "h_flip_prob": 1.0, "v_flip_prob": 1.0},
     ],
-    ids=["default", "driving", "stopped-driving", "zoom", "low-contrast"],
+    ids=["default", "driving", "stopped-driving", "zoom", "low-contrast", "mirrored-driving"],
 )
 def test_warping_frame2_with_gt_flow_reproduces_frame1(overrides: dict[str, float]) -> None:
     ds = SyntheticFlowDataset(_geometric(**overrides), seed=1)
@@ -86,6 +87,18 @@ def test_a_stopped_camera_leaves_the_road_near_static() -> None:
 
     stopped, driving = road_motion(1.0), road_motion(0.0)
     assert stopped < 0.3 * driving, (stopped, driving)
+
+
+@pytest.mark.parametrize("axis", [1, 0], ids=["left-right", "up-down"])
+def test_mirroring_flips_the_scene_and_negates_that_flow_component(axis: int) -> None:
+    key = "h_flip_prob" if axis == 1 else "v_flip_prob"
+    plain = SyntheticFlowDataset(SyntheticFlowConfig(height=H, width=W, debug=True), seed=4).generate(2)
+    mirrored = SyntheticFlowDataset(SyntheticFlowConfig(height=H, width=W, debug=True, **{key: 1.0}), seed=4).generate(2)
+    for name in ("image1", "image2", "valid", "layers1", "layers2"):
+        np.testing.assert_array_equal(mirrored[name], np.flip(plain[name], axis))
+    expected = np.flip(plain["flow"], axis) * (np.array([-1.0, 1.0]) if axis == 1 else np.array([1.0, -1.0]))
+    np.testing.assert_array_equal(mirrored["flow"], expected.astype(np.float32))
+    assert np.abs(plain["flow"][..., 1 - axis]).max() > 0.1  # the sign change was tested on real motion
 
 
 def test_layer_ids_move_with_the_flow() -> None:

@@ -74,6 +74,10 @@ class SyntheticFlowConfig:
     haze_prob: float = 0.15
     jpeg_prob: float = 0.1
     erase_prob: float = 0.5  # occluding rectangle in frame 2, flow unchanged
+    # Mirroring the finished pair keeps scene layouts from becoming a prior on where motion is
+    # (driving scenes put fast flow at the bottom corners); 0 leaves older sample streams unchanged.
+    h_flip_prob: float = 0.0
+    v_flip_prob: float = 0.0
     max_flow: float = 400.0  # larger flow is marked invalid, as RAFT's loss does
     length: int = 1_000_000  # nominal epoch size; any index >= 0 is valid
     debug: bool = False  # also return per-frame layer-id maps
@@ -261,6 +265,9 @@ class SyntheticFlowDataset(Dataset):
         }
         if cfg.debug:
             sample["layers1"], sample["layers2"] = ids1, ids2
+        for axis, prob in ((1, cfg.h_flip_prob), (0, cfg.v_flip_prob)):
+            if prob > 0 and rng.random() < prob:
+                _mirror(sample, axis)
         return sample
 
     # --- scene -------------------------------------------------------------
@@ -518,6 +525,13 @@ class SyntheticFlowDataset(Dataset):
             bw, bh = int(w * rng.uniform(0.1, 0.3)), int(h * rng.uniform(0.1, 0.3))
             x0, y0 = int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1))
             img2[y0 : y0 + bh, x0 : x0 + bw] = mean
+
+
+def _mirror(sample: dict[str, np.ndarray], axis: int) -> None:
+    """Flip every map of a sample along `axis` (1: left-right, 0: up-down); that flow component changes sign."""
+    for key, value in sample.items():
+        sample[key] = np.ascontiguousarray(np.flip(value, axis))
+    sample["flow"][..., 1 - axis] *= -1.0
 
 
 def displacement_stats(

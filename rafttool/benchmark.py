@@ -33,6 +33,7 @@ import torch
 
 from rafttool.api import FlowEngine
 from rafttool.baselines import make_baseline
+from rafttool.engine.cpu import cpu_model
 from rafttool.engine.model import build_model
 from rafttool.engine.weights import bundled_weights, save_weights
 from rafttool.io.images import read_image
@@ -367,12 +368,7 @@ class HostInfo:
 
 
 def host_info() -> HostInfo:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_model() or platform.processor() or platform.machine()
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return HostInfo(cpu=cpu, cores=os.cpu_count() or 1, torch=torch.__version__, threads=torch.get_num_threads(), opencv=cv2.__version__, gpus=gpus)
 

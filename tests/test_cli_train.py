@@ -11,6 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import rafttool.train.trainer as trainer_module
 from rafttool.cli.main import app
 from rafttool.io import read_flow
 from tests.fixtures.parity_weights import make_tv_state_dict, original_state_dict
@@ -40,6 +41,16 @@ def test_train_then_resume_then_export(tmp_path):
     info = runner.invoke(app, ["info", str(tmp_path / "w.pt"), "--json"])
     record = json.loads(info.stdout)
     assert "small" in json.dumps(record) and '"steps": 3' in json.dumps(record)
+
+
+@pytest.mark.parametrize("amx", [False, True], ids=["cpu-without-amx", "cpu-with-amx"])
+def test_training_precision_defaults_to_bf16_only_where_it_is_faster(tmp_path, monkeypatch, amx):
+    monkeypatch.setattr(trainer_module, "fast_bf16", lambda: amx)
+    args = ["train", "--steps", "1", "--batch-size", "1", "--crop", "128x128", "--iters", "1", "--workers", "0", "--device", "cpu", "-q"]
+    for run, choice in (("auto", []), ("fp32", ["--fp32"]), ("bf16", ["--bf16"])):
+        result = runner.invoke(app, [*args, "--run-dir", str(tmp_path / run), *choice])
+        assert result.exit_code == 0, result.output
+    assert [json.loads((tmp_path / run / "config.json").read_text())["bf16"] for run in ("auto", "fp32", "bf16")] == [amx, False, True]
 
 
 def test_bad_crop_and_missing_run_are_one_line_errors(tmp_path):

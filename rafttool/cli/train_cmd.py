@@ -15,7 +15,7 @@ from rafttool.api import resolve_device
 from rafttool.cli.common import DebugOption, DeviceOption, ModelOption, ModelSize, QuietOption, Reporter, UsageProblem, reports_errors
 from rafttool.train.run import last_validation, train
 from rafttool.train.synthetic import SyntheticFlowConfig
-from rafttool.train.trainer import TrainConfig, export_checkpoint
+from rafttool.train.trainer import TrainConfig, bf16_trains_faster, export_checkpoint
 
 TRAIN_EXAMPLES = """
 Examples:
@@ -76,7 +76,10 @@ def train_command(
     crop: Annotated[str, typer.Option("--crop", help="Training crop HEIGHTxWIDTH.")] = "192x256",
     iters: Annotated[int, typer.Option("--iters", min=1, help="Refinement iterations while training.")] = 8,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the one-cycle schedule.")] = 4e-4,
-    bf16: Annotated[bool, typer.Option("--bf16/--fp32", help="bf16 autocast (slower than fp32 on some CPUs: measure).")] = False,
+    bf16: Annotated[
+        Optional[bool],
+        typer.Option("--bf16/--fp32", help="bf16 autocast (correlation in fp32). Default: bf16 on GPUs and on CPUs with AMX, where it is faster; fp32 elsewhere.", show_default=False),
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data-generation processes.")] = 1,
     threads: Annotated[int, typer.Option("--threads", min=0, help="Torch threads (0: torch's default); 1 on busy machines.")] = 0,
     ema_decay: Annotated[float, typer.Option("--ema-decay", min=0.0, max=0.99999, help="Decay of the weight average that is validated and exported (0: off).")] = 0.999,
@@ -120,7 +123,7 @@ def train_command(
         generator = _parse_generator_settings(synthetic or [])
         config = TrainConfig(
             run_dir=str(run_dir), data=data, model=model.value, steps=steps or TrainConfig.steps, batch_size=batch_size,
-            height=height, width=width, iters=iters, lr=lr, bf16=bf16, workers=workers, threads=threads,
+            height=height, width=width, iters=iters, lr=lr, bf16=bf16_trains_faster(torch_device) if bf16 is None else bf16, workers=workers, threads=threads,
             ema_decay=ema_decay, seed=seed, init_weights=str(init_weights) if init_weights else None,
             validation_data=str(validate_on) if validate_on else None, validate_every=validate_every,
             checkpoint_seconds=60.0 * checkpoint_minutes, synthetic=generator,

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from rafttool.engine.cpu import has_vnni
 from rafttool.engine.update import GRUPlan, MotionEncoder, UpdateBlock
 
 UNIT_SCALE = 1.0 / 127.0
@@ -36,14 +37,7 @@ UNIT_ZERO_POINT = 128
 def int8_supported() -> bool:
     """Whether this machine runs oneDNN int8 convolutions faster than fp32: it needs PyTorch's
     oneDNN int8 operators and a CPU with VNNI (int8 dot products in one instruction)."""
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv2d_pointwise")):
-        return False
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    return has_vnni() and hasattr(torch.ops.onednn, "qconv2d_pointwise")
 
 
 @dataclass

@@ -42,20 +42,25 @@ def test_wheel_matches_reference_definition() -> None:
 
 
 def test_known_directions_at_full_speed() -> None:
-    # Image coordinates: +x right, +y down. v = -0.0 in +x checks the sign of zero does not matter.
-    directions = {(1.0, 0.0): (255, 0, 0), (1.0, -0.0): (255, 0, 0)}
-    # -y: a = atan2(1, -0)/pi = 0.5 -> fk = 40.5, halfway between wheel[40] = (78, 0, 255) and wheel[41] = (98, 0, 255).
-    directions[(0.0, -1.0)] = (88, 0, 255)
-    # +y: a = -0.5 -> fk = 13.5, halfway between (255, 221, 0) and (255, 238, 0).
-    directions[(0.0, 1.0)] = (255, 229, 0)
-    # -x: a = 0 -> fk = 27 = CB segment, i = 2: (0, 255 - floor(510 / 11), 255).
-    directions[(-1.0, 0.0)] = (0, 209, 255)
-    flow = np.array([list(directions)], np.float32)
+    # Image coordinates: +x right, +y down.
+    directions = [
+        ((1.0, 0.0), (255, 0, 0)),
+        # -y: a = atan2(1, -0)/pi = 0.5 -> fk = 40.5, halfway between wheel[40] = (78, 0, 255) and wheel[41] = (98, 0, 255).
+        ((0.0, -1.0), (88, 0, 255)),
+        # +y: a = -0.5 -> fk = 13.5, halfway between (255, 221, 0) and (255, 238, 0).
+        ((0.0, 1.0), (255, 229, 0)),
+        # -x: a = 0 -> fk = 27 = CB segment, i = 2: (0, 255 - floor(510 / 11), 255).
+        ((-1.0, 0.0), (0, 209, 255)),
+    ]
+    flow = np.array([[vec for vec, _ in directions]], np.float32)
     image = flow_to_color(flow)
     assert image.dtype == np.uint8 and image.shape == (1, len(directions), 3)
-    for got, (vec, want) in zip(image[0], directions.items(), strict=True):
+    for got, (vec, want) in zip(image[0], directions, strict=True):
         assert got.tolist() == list(want), vec
         assert want == expected_color(*vec, radius=1.0)
+    # The sign of a zero component does not matter (in the formula above, atan2 takes v = -0.0
+    # to the far end of the wheel, a slightly different red).
+    assert flow_to_color(np.array([[[1.0, -0.0]]], np.float32))[0, 0].tolist() == [255, 0, 0]
 
 
 def test_speed_sets_saturation_and_zero_motion_is_white() -> None:

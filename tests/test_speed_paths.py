@@ -15,14 +15,13 @@ from rafttool.engine.correlation import (
     full_volume_bytes,
 )
 from rafttool.engine.encoders import InstanceNorm
+from rafttool.engine.matmul_convs import conv_to_few_channels, pointwise_conv
 from rafttool.engine.model import DEFAULT_TOLERANCE, build_model, coordinate_grid
 from rafttool.engine.reference import ReferenceCorrelation, as_reference, reference_forward
 from rafttool.engine.trace import Trace
-from rafttool.engine.matmul_convs import conv_to_few_channels, pointwise_conv
 from rafttool.engine.update import FlowHead, swap_window_axes
 from rafttool.engine.warm_start import forward_project
 from rafttool.engine.weights import save_weights
-
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

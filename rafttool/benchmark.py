@@ -33,7 +33,8 @@ import torch
 
 from rafttool.api import FlowEngine
 from rafttool.baselines import make_baseline
-from rafttool.engine.cpu import cpu_model
+from rafttool.engine.cpu import cpu_model, fast_bf16
+from rafttool.engine.int8 import int8_supported
 from rafttool.engine.model import build_model
 from rafttool.engine.weights import bundled_weights, save_weights
 from rafttool.io.images import read_image
@@ -365,12 +366,19 @@ class HostInfo:
     threads: int
     opencv: str
     gpus: list[str] = field(default_factory=list)
+    # Reduced precisions this CPU runs faster than fp32 (int8 with VNNI, bf16 with AMX): which of
+    # --int8 and --half pays depends on it, and it differs between machines of one cloud.
+    fast_precisions: list[str] = field(default_factory=list)
 
 
 def host_info() -> HostInfo:
     cpu = cpu_model() or platform.processor() or platform.machine()
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return HostInfo(cpu=cpu, cores=os.cpu_count() or 1, torch=torch.__version__, threads=torch.get_num_threads(), opencv=cv2.__version__, gpus=gpus)
+    fast = [name for name, fast in (("int8", int8_supported()), ("bf16", fast_bf16())) if fast]
+    return HostInfo(
+        cpu=cpu, cores=os.cpu_count() or 1, torch=torch.__version__, threads=torch.get_num_threads(), opencv=cv2.__version__,
+        gpus=gpus, fast_precisions=fast,
+    )  # fmt: skip
 
 
 def _worker() -> int:

@@ -18,6 +18,7 @@ from rafttool.benchmark import BenchConfig, _CpuMemory, measure, synthetic_frame
 from rafttool.cli import bench_cmd
 from rafttool.cli.main import app
 from rafttool.cli.tables import markdown_table
+from rafttool.engine.int8 import int8_supported
 from rafttool.engine.weights import NoBundledWeightsError
 
 runner = CliRunner()
@@ -62,6 +63,8 @@ def test_bench_runs_raft_and_a_baseline_in_fresh_processes() -> None:
         assert len(record["latencies_s"]) == 2 and record["latency_min_s"] <= record["latency_median_s"] <= record["latency_max_s"]
         assert record["pairs_per_second"] > 0 and record["memory_mb"] >= 0
         assert record["host"]["cores"] >= 1
+        assert set(record["host"]["fast_precisions"]) <= {"int8", "bf16"}
+        assert ("int8" in record["host"]["fast_precisions"]) == int8_supported()
 
 
 def test_markdown_table_of_an_in_process_measurement() -> None:

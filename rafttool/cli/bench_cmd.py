@@ -124,7 +124,8 @@ def table_rows(results: list[BenchResult]) -> tuple[list[str], list[list[str]]]:
 def describe_host(host: HostInfo) -> str:
     """One line naming the hardware and software the numbers were measured with."""
     gpus = f", GPU: {', '.join(host.gpus)}" if host.gpus else ""
-    return f"{host.cpu}, {host.cores} cores{gpus}; torch {host.torch} ({host.threads} threads), OpenCV {host.opencv}"
+    fast = f" (faster than fp32 here: {', '.join(host.fast_precisions)})" if host.fast_precisions else ""
+    return f"{host.cpu}{fast}, {host.cores} cores{gpus}; torch {host.torch} ({host.threads} threads), OpenCV {host.opencv}"
 
 
 def _check_weights(model: ModelSize, weights: Path | None, random_weights: bool) -> None:

@@ -13,6 +13,11 @@ from rafttool.engine.model import raft_small
 from rafttool.engine.weights import save_weights
 
 
+ROUNDING_PX = 1e-3
+"""Agreement expected of two fp32 passes over the same pair: far below any real difference (a
+swapped channel or a shifted frame moves the flow by tenths of a pixel at least)."""
+
+
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     torch.manual_seed(0)
@@ -35,7 +40,9 @@ def test_estimate_flow_accepts_arrays_and_paths_alike(tmp_path, weights, frames)
     cv2.imwrite(str(tmp_path / "b.png"), second[..., ::-1])
     from_paths = rafttool.estimate_flow(tmp_path / "a.png", tmp_path / "b.png", weights=weights, iters=2, device="cpu")
     assert from_arrays.shape == (140, 160, 2) and from_arrays.dtype == np.float32
-    np.testing.assert_allclose(from_arrays, from_paths, atol=1e-5)
+    np.testing.assert_array_equal(rafttool.api.load_rgb(tmp_path / "a.png"), first)
+    # Two passes of one engine agree to rounding only: a CI run saw 3e-5 px between them.
+    np.testing.assert_allclose(from_arrays, from_paths, atol=ROUNDING_PX)
 
 
 def test_engine_output_is_the_models_output(weights, frames):
@@ -44,7 +51,7 @@ def test_engine_output_is_the_models_output(weights, frames):
     as_tensor = [torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)[None].float() for f in frames]
     with torch.inference_mode():
         expected = engine.model(*as_tensor, iters=3).flow[0].permute(1, 2, 0).numpy()
-    np.testing.assert_allclose(flow, expected, atol=1e-5)
+    np.testing.assert_allclose(flow, expected, atol=ROUNDING_PX)
 
 
 def test_grayscale_and_16_bit_inputs_are_converted(weights, frames):

@@ -23,7 +23,7 @@ from typer.testing import CliRunner, Result
 from rafttool.api import FlowEngine
 from rafttool.cli.main import app
 from rafttool.engine import weights as weights_module
-from rafttool.engine.model import raft_small
+from rafttool.engine.model import build_model, raft_small
 from rafttool.engine.weights import save_weights
 from rafttool.io import decode_flo, encode_flo, read_flow, read_image, write_flow
 from rafttool.viz import draw_wheel_legend, flow_to_color
@@ -448,3 +448,15 @@ def test_info_on_weights_video_folder_and_image(assets: Path) -> None:
     assert (folder["kind"], folder["frames"]) == ("frames", 3)
     (image,) = records(raft("info", assets / "wide.png", "--json"))
     assert (image["kind"], image["width"], image["height"], image["channels"]) == ("image", 200, 144, 3)
+
+
+@pytest.mark.parametrize(("amx", "extra", "hinted"), [(True, [], True), (True, ["--half"], False), (False, [], False)])
+def test_raft_large_in_fp32_on_an_amx_cpu_gets_a_hint_about_half(
+    tmp_path: Path, pair: list[str], monkeypatch: pytest.MonkeyPatch, amx: bool, extra: list[str], hinted: bool
+) -> None:
+    torch.manual_seed(0)
+    save_weights(tmp_path / "large.pt", build_model("large"))
+    monkeypatch.setattr("rafttool.cli.common.fast_bf16", lambda: amx)
+    result = ok(raft("flow", *pair, "-o", tmp_path / "out.flo", "--weights", tmp_path / "large.pt", "--iters", "1", *extra))
+    assert ("--half (bf16) runs RAFT-large about twice as fast" in result.stderr) == hinted, result.stderr
+    assert (tmp_path / "out.flo").exists() and result.stdout == ""

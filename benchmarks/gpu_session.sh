@@ -42,7 +42,8 @@ mkdir -p "$OUT"
     --init-weights weights/raft-small.pt --batch-size "${TRAIN_BATCH:-24}" --crop "${TRAIN_CROP:-320x448}" \
     --iters "${TRAIN_ITERS:-12}" --lr "${TRAIN_LR:-2e-4}" --ema-decay 0.998 --seed "${TRAIN_SEED:-5151}" \
     --workers "${TRAIN_WORKERS:-$(($(nproc) - 1))}" --validate-every 500 --checkpoint-minutes 1 --synthetic low_contrast_prob=0.3 \
-    --synthetic "slow_ego_prob=${TRAIN_SLOW_EGO:-0.3}" -q
+    --synthetic "slow_ego_prob=${TRAIN_SLOW_EGO:-0.3}" --synthetic "h_flip_prob=${TRAIN_H_FLIP:-0.5}" \
+    --synthetic "v_flip_prob=${TRAIN_V_FLIP:-0.1}" -q
   echo "== training stopped (exit $?) after ${SECONDS} s in all"
   tail -n 2 "$OUT/run/metrics.jsonl"; cat "$OUT/run/validation.jsonl"
   python3 -c 'import json, statistics as st, sys

@@ -73,14 +73,14 @@ def main() -> None:
             wino = best_ms(lambda: winograd.convolve([x], weight, kernel, conv.bias, buffer), repeats)
             fits = winograd.fits(x.shape, c_in, kernel) and winograd.worthwhile(conv)
             shape = f"{c_in}->{c_out} {kernel[0]}x{kernel[1]} {height}x{width}"
-            print(f"{what:<40} {shape:>22} {direct:10.1f} {wino:12.1f} {str(fits):>10}")
+            print(f"{what:<40} {shape:>22} {direct:10.3f} {wino:12.3f} {str(fits):>10}")
         height, width = max(16, 55 // shrink), max(16, 128 // shrink)  # 4 levels need 8 rows
         fmap1, fmap2 = torch.randn(2, 1, 128, height, width)
         correlation = build_correlation(fmap1, fmap2, 4, 3, "full", VolumeWorkspace())
         coords = coordinate_grid(1, height, width, torch.device("cpu")) + torch.randn(1, 2, height, width) * 3
         for order, y_major in (("x-major", False), ("y-major", True)):
             lookup = best_ms(lambda: correlation(coords, y_major), repeats)
-            print(f"RAFT-small lookup (radius 3, {width}x{height} grid), {order}: {lookup:.1f} ms")
+            print(f"RAFT-small lookup (radius 3, {width}x{height} grid), {order}: {lookup:.3f} ms")
 
 
 if __name__ == "__main__":

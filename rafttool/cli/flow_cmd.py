@@ -35,7 +35,6 @@ from rafttool.cli.common import (
     check_flow_extension,
     check_image_extension,
     load_engine,
-    precision_hint,
     names_file,
     prepare_outputs,
     reports_errors,
@@ -306,9 +305,7 @@ def flow(
     )
 
     reporter = Reporter(quiet, json)
-    engine = load_engine(model, weights, device, iters, half, int8, tolerance)
-    if hint := precision_hint(engine):
-        reporter.note(hint)
+    engine = load_engine(model, weights, device, iters, half, int8, tolerance, reporter)
     with_backward = backward or occlusion is not None
     results = engine.estimate_pairs(prefetch(_load_pairs(jobs, resize, with_backward), depth=2 * batch), batch_size=batch)
     with reporter.progress(len(jobs), "flow") as advance:

@@ -31,7 +31,6 @@ from rafttool.cli.common import (
     check_writable,
     ensure_folder,
     load_engine,
-    precision_hint,
     reports_errors,
 )
 from rafttool.flowops import flow_magnitude_stats, warp_backward
@@ -162,9 +161,7 @@ def video(
         reporter.note(f"note: --batch {batch} ignored: warm start runs pairs one after another (add --no-warm-start to batch)")
         batch = 1
 
-    engine = load_engine(model, weights, device, iters, half, int8, tolerance)
-    if hint := precision_hint(engine):
-        reporter.note(hint)
+    engine = load_engine(model, weights, device, iters, half, int8, tolerance, reporter)
     decoded = prefetch((frame for _, frame in itertools.islice(frames.frames(start, end, step, scale), max_frames)), depth=4)
     pairs = engine.estimate_sequence(decoded, warm_start=warm_start, batch_size=batch)
     colour_scale = None

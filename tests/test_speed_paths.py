@@ -284,6 +284,24 @@ def test_engine_adapts_iterations_by_default_and_reuses_a_video_frame_s_features
     assert fixed.estimate_batch(frames[:1], frames[1:2])[0].iterations_run == 3
 
 
+def test_stored_volume_sums_every_lookup_s_gradient_as_grid_sample_does():
+    """Training's lookups add their gradients into one shared buffer instead of one per lookup."""
+    fmap1, fmap2 = (f.requires_grad_() for f in _features())
+    lookups = [(_coords(2, 19, 23, seed), torch.randn(2, 4 * 49, 19, 23, generator=torch.Generator().manual_seed(seed))) for seed in (1, 2, 3)]
+
+    def loss(store: type) -> torch.Tensor:
+        correlation = store(fmap1, fmap2, 4, 3)
+        return sum((correlation(coords) * upstream).sum() for coords, upstream in lookups)
+
+    expected = torch.autograd.grad(loss(ReferenceCorrelation), (fmap1, fmap2))
+    ours = loss(CorrelationPyramid)
+    first = torch.autograd.grad(ours, (fmap1, fmap2), retain_graph=True)
+    second = torch.autograd.grad(ours, (fmap1, fmap2))  # starts from an empty sum again
+    for a, b, reference in zip(first, second, expected):
+        torch.testing.assert_close(a, reference, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(b, a)
+
+
 def test_on_demand_correlation_has_the_full_volume_s_gradient():
     fmap1, fmap2 = (f.requires_grad_() for f in _features())
     coords = _coords(2, 19, 23)

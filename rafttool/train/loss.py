@@ -20,7 +20,7 @@ def sequence_loss(
     tensors: reading one waits for the device, so the caller decides when (on a GPU the training
     loop reads them only on the steps it logs).
     """
-    magnitude = flow_gt.float().norm(dim=1)
+    magnitude = end_point_length(flow_gt.float())
     mask = (valid >= 0.5) & (magnitude < max_flow)
     weight = mask.float().unsqueeze(1)
     denominator = weight.sum().clamp(min=1.0) * 2
@@ -30,9 +30,15 @@ def sequence_loss(
         step_weight = gamma ** (count - 1 - i)
         loss = loss + step_weight * ((prediction.float() - flow_gt).abs() * weight).sum() / denominator
     with torch.no_grad():
-        epe = (predictions[-1].float() - flow_gt).norm(dim=1)
+        epe = end_point_length(predictions[-1].float() - flow_gt)
         scored = mask.sum().clamp(min=1)
         metrics = {"loss": loss.detach(), "epe": (epe * mask).sum() / scored}
         for pixels in (1, 3, 5):
             metrics[f"{pixels}px"] = ((epe < pixels) & mask).sum() / scored
     return loss, metrics
+
+
+def end_point_length(flow: torch.Tensor) -> torch.Tensor:
+    """|v| of each (B, 2, H, W) flow vector: ``hypot`` of the two channels, where ``norm(dim=1)``
+    takes a slow strided reduction (batch 12 at 320x448 on 2 CPU threads: 144 against 8 ms)."""
+    return torch.hypot(flow[:, 0], flow[:, 1])

@@ -300,6 +300,12 @@ def test_stored_volume_sums_every_lookup_s_gradient_as_grid_sample_does():
     for a, b, reference in zip(first, second, expected):
         torch.testing.assert_close(a, reference, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(b, a)
+    # In y-major window order the same samples come reordered, and so does their gradient.
+    coords, upstream = lookups[0]
+    x_major = torch.autograd.grad((CorrelationPyramid(fmap1, fmap2, 4, 3)(coords) * swap_window_axes(upstream, 7)).sum(), (fmap1, fmap2))
+    y_major = torch.autograd.grad((CorrelationPyramid(fmap1, fmap2, 4, 3)(coords, y_major=True) * upstream).sum(), (fmap1, fmap2))
+    for a, b in zip(y_major, x_major):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_on_demand_correlation_has_the_full_volume_s_gradient():

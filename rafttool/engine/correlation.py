@@ -229,19 +229,15 @@ class CorrelationPyramid(_WindowLookup):
             # The int8 volume is padded by a row of zero correlations at both ends.
             super().__init__(fmap1, levels2, radius, per_pixel_tables=True, margin=f2.shape[2] if int8 else None)
             size = batch * height * width * self.table_size
+            self._gradient = SharedGradient() if f1.requires_grad or f2.requires_grad else None
             if int8:
                 buffer = _int8_volume(f1, f2, workspace)
-            elif f1.requires_grad or f2.requires_grad:  # training: out= has no autograd, so pad a copy
-                buffer = F.pad(torch.bmm(f1, f2).view(-1), (self.margin, self.margin))
-            else:  # the product lands in the padded buffer directly, sparing a copy of the volume
-                total = size + 2 * self.margin
-                buffer = f1.new_empty(total) if workspace is None else workspace.take(total, f1)
-                buffer[: self.margin] = 0
-                buffer[size + self.margin :] = 0
-                torch.bmm(f1, f2, out=buffer[self.margin : size + self.margin].view(batch, height * width, -1))
+            elif self._gradient is not None:  # training
+                buffer = _TrainingVolume.apply(f1, f2, self.margin, self._gradient)
+            else:
+                buffer = padded_product(f1, f2, self.margin, workspace)
             self.volume = buffer[self.margin : size + self.margin].view(batch, height * width, self.table_size)
-        self._gradient = SharedGradient() if buffer.requires_grad else None
-        self._buffer = buffer if self._gradient is None else _GradientSink.apply(buffer, self._gradient)
+        self._buffer = buffer
         self._runs = buffer.detach().unfold(0, run_length(radius), 1)  # every run of 2r+2 consecutive cells, without a copy
         self.levels = [
             self.volume.view(-1, self.table_size)[:, start : start + h * stride].view(-1, 1, h, stride)[..., :w]
@@ -251,10 +247,22 @@ class CorrelationPyramid(_WindowLookup):
     def __call__(self, coords: torch.Tensor, y_major: bool = False) -> torch.Tensor:
         run_starts, wx, fy = self._windows(coords)
         if self._gradient is not None:
-            values = _GatherRuns.apply(self._buffer, self._runs, run_starts, self._gradient)
-        else:
-            values = self._runs.index_select(0, run_starts.view(-1)).view(*run_starts.shape, -1).float()
+            return _TrainingLookup.apply(self._buffer, self, run_starts, wx, fy, y_major)
+        values = self._runs.index_select(0, run_starts.view(-1)).view(*run_starts.shape, -1).float()
         return self._blend(values, wx, fy, y_major)
+
+
+def padded_product(f1: torch.Tensor, f2: torch.Tensor, margin: int, workspace: VolumeWorkspace | None = None) -> torch.Tensor:
+    """``f1 @ f2`` ((B, P, C) @ (B, C, cells)) flat, with ``margin`` zeros at both ends; the
+    product lands in the padded buffer directly, sparing a copy of the volume."""
+    batch, pixels, _ = f1.shape
+    size = batch * pixels * f2.shape[2]
+    total = size + 2 * margin
+    buffer = f1.new_empty(total) if workspace is None else workspace.take(total, f1)
+    buffer[:margin] = 0
+    buffer[size + margin :] = 0
+    torch.bmm(f1, f2, out=buffer[margin : size + margin].view(batch, pixels, -1))
+    return buffer
 
 
 class SharedGradient:
@@ -262,19 +270,25 @@ class SharedGradient:
 
     Left to autograd, each lookup's gradient would be its own zeroed tensor the size of the
     volume, and the iterations' gradients would then be added up: at batch 12, 320x448 crops and
-    12 iterations that is 12 x 344 MB zeroed and summed per step, a quarter of a CPU training
+    12 iterations that is 12 x 384 MB zeroed and summed per step, a quarter of a CPU training
     step. Here each lookup adds its cells' gradients in place (:class:`_GatherRuns`), and
-    :class:`_GradientSink` hands the sum on once every lookup is done.
+    :class:`_TrainingVolume` takes the sum once every lookup is done.
     """
 
     def __init__(self) -> None:
         self.total: torch.Tensor | None = None
+        self._cells = torch.empty(0, dtype=torch.long)
 
-    def add(self, size: torch.Size, cells: torch.Tensor, gradient: torch.Tensor) -> None:
-        """Adds ``gradient`` at flat ``cells`` of a volume of ``size``."""
+    def add(self, size: torch.Size, run_starts: torch.Tensor, gradient: torch.Tensor) -> None:
+        """Adds ``gradient`` (M, runs, cells per run) to the runs of a flat volume of ``size``
+        that start at ``run_starts`` (M, runs)."""
         if self.total is None:
             self.total = gradient.new_zeros(size)
-        self.total.index_add_(0, cells, gradient)
+        if self._cells.shape != gradient.shape:  # one index buffer for every lookup of the pass
+            self._cells = torch.empty(gradient.shape, dtype=torch.long, device=gradient.device)
+        steps = torch.arange(gradient.shape[-1], device=gradient.device)
+        cells = torch.add(run_starts.unsqueeze(-1), steps, out=self._cells)
+        self.total.index_add_(0, cells.view(-1), gradient.reshape(-1))
 
     def take(self) -> torch.Tensor | None:
         """The sum so far, leaving the buffer empty (a second backward pass starts afresh)."""
@@ -282,40 +296,67 @@ class SharedGradient:
         return total
 
 
-class _GradientSink(torch.autograd.Function):
-    """Identity on the flat volume whose backward returns :class:`SharedGradient`'s sum: autograd
-    runs it only after every lookup that read the volume has run its backward."""
+class _TrainingVolume(torch.autograd.Function):
+    """:func:`padded_product` with a gradient, taken from :class:`SharedGradient`'s sum: autograd
+    runs this backward only after every lookup that read the volume has run its own. Building
+    the padded buffer here also spares training a padded copy of the volume and its gradient."""
 
     @staticmethod
-    def forward(ctx, buffer: torch.Tensor, shared: SharedGradient) -> torch.Tensor:  # type: ignore[override]
-        ctx.shared = shared
+    def forward(ctx, f1: torch.Tensor, f2: torch.Tensor, margin: int, shared: SharedGradient) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(f1, f2)
+        ctx.margin, ctx.shared = margin, shared
         ctx.set_materialize_grads(False)
-        return buffer.view_as(buffer)
+        return padded_product(f1, f2, margin)
 
     @staticmethod
-    def backward(ctx, gradient: torch.Tensor | None) -> tuple[torch.Tensor | None, None]:  # type: ignore[override]
+    def backward(ctx, gradient: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        f1, f2 = ctx.saved_tensors
         total = ctx.shared.take()
-        if gradient is not None:  # the volume was also read another way
+        if gradient is not None:  # the volume was also read another way (a trace, say)
             total = gradient if total is None else total.add_(gradient)
-        return total, None
+        if total is None:
+            return None, None, None, None
+        batch, pixels, _ = f1.shape
+        volume = total[ctx.margin : ctx.margin + batch * pixels * f2.shape[2]].view(batch, pixels, -1)
+        grad_f1 = torch.bmm(volume, f2.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_f2 = torch.bmm(f1.transpose(1, 2), volume) if ctx.needs_input_grad[1] else None
+        return grad_f1, grad_f2, None, None
 
 
-class _GatherRuns(torch.autograd.Function):
-    """The lookup's gather of runs with a gradient: it adds the cells' gradients to the pass's
-    :class:`SharedGradient` and gives the volume none of its own (see there)."""
+class _TrainingLookup(torch.autograd.Function):
+    """:class:`CorrelationPyramid`'s lookup with a gradient. The backward blends the samples'
+    gradient back onto the 2r+2 x 2r+2 cells of each window (the transposed bilinear blend, in
+    two passes, with no volume-sized or per-sample temporaries) and adds it to the pass's
+    :class:`SharedGradient`; the volume itself gets none here (see there). No gradient flows to
+    the coordinates: RAFT detaches them at every iteration."""
 
     @staticmethod
-    def forward(ctx, buffer: torch.Tensor, runs: torch.Tensor, run_starts: torch.Tensor, shared: SharedGradient) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(run_starts)
-        ctx.shared, ctx.size = shared, buffer.shape
-        return runs.index_select(0, run_starts.view(-1)).view(*run_starts.shape, -1)
+    def forward(  # type: ignore[override]
+        ctx, buffer: torch.Tensor, pyramid: CorrelationPyramid, run_starts: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, y_major: bool
+    ) -> torch.Tensor:
+        ctx.save_for_backward(run_starts, fx, fy)
+        ctx.shared, ctx.size, ctx.y_major = pyramid._gradient, buffer.shape, y_major
+        values = pyramid._runs.index_select(0, run_starts.view(-1)).view(*run_starts.shape, -1)
+        return pyramid._blend(values, fx, fy, y_major)
 
     @staticmethod
-    def backward(ctx, gradient: torch.Tensor) -> tuple[None, None, None, None]:  # type: ignore[override]
-        (run_starts,) = ctx.saved_tensors
-        cells = (run_starts.unsqueeze(-1) + torch.arange(gradient.shape[-1], device=run_starts.device)).view(-1)
-        ctx.shared.add(ctx.size, cells, gradient.reshape(-1))
-        return None, None, None, None
+    def backward(ctx, gradient: torch.Tensor) -> tuple[None, ...]:  # type: ignore[override]
+        run_starts, fx, fy = ctx.saved_tensors
+        side = run_starts.shape[1] - 1
+        samples = gradient.permute(0, 2, 3, 1).reshape(-1, side, side)  # (M, window order)
+        if not ctx.y_major:
+            samples = samples.transpose(1, 2)  # (M, y, x)
+        fx, fy = fx.view(-1, 1, 1), fy.view(-1, 1, 1)
+        along_x = samples.new_empty(samples.shape[0], side + 1, side)  # d/d of the x-blended rows
+        torch.mul(samples, 1 - fy, out=along_x[:, :side])
+        along_x[:, side].zero_()
+        along_x[:, 1:].addcmul_(samples, fy)
+        cells = samples.new_empty(samples.shape[0], side + 1, side + 1)
+        torch.mul(along_x, 1 - fx, out=cells[..., :side])
+        cells[..., side].zero_()
+        cells[..., 1:].addcmul_(along_x, fx)
+        ctx.shared.add(ctx.size, run_starts, cells)
+        return None, None, None, None, None, None
 
 
 def _int8_volume(f1: torch.Tensor, f2: torch.Tensor, workspace: VolumeWorkspace | None) -> torch.Tensor:

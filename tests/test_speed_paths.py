@@ -308,6 +308,19 @@ def test_stored_volume_sums_every_lookup_s_gradient_as_grid_sample_does():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_training_lookups_may_reuse_a_workspace_from_step_to_step():
+    """The volume and its gradient keep their memory; each step's gradient is its own."""
+    workspace = corr_module.VolumeWorkspace()
+    coords = _coords(2, 19, 23)
+    for seed in (0, 1):  # the second step overwrites the first one's buffers
+        fmap1, fmap2 = (f.requires_grad_() for f in _features(seed=seed))
+        upstream = torch.randn(2, 4 * 49, 19, 23, generator=torch.Generator().manual_seed(seed))
+        fresh = torch.autograd.grad((CorrelationPyramid(fmap1, fmap2, 4, 3)(coords) * upstream).sum(), (fmap1, fmap2))
+        kept = torch.autograd.grad((CorrelationPyramid(fmap1, fmap2, 4, 3, workspace)(coords) * upstream).sum(), (fmap1, fmap2))
+        for a, b in zip(kept, fresh):
+            torch.testing.assert_close(a, b)
+
+
 def test_on_demand_correlation_has_the_full_volume_s_gradient():
     fmap1, fmap2 = (f.requires_grad_() for f in _features())
     coords = _coords(2, 19, 23)

@@ -61,12 +61,22 @@ class VolumeWorkspace:
     A new volume is fresh memory that the OS maps in page by page on first write: at 1024x436
     (260 MB) that takes as long as the matrix product that fills it. A caller that runs many
     passes (:class:`~rafttool.api.FlowEngine`) hands the same workspace to each and pays that
-    once; it holds the largest volume seen until it is dropped. Only for inference: a volume
-    handed out again is overwritten, so nothing may keep one past its pass.
+    once; it holds the largest volume seen until it is dropped. A volume handed out again is
+    overwritten, so nothing may keep one past its pass. A training loop may pass one too: a
+    step's volume is not read once its lookups have run, and :attr:`gradient` holds the
+    volume's gradient (:class:`SharedGradient`), which nothing reads after the step.
     """
 
     def __init__(self) -> None:
         self._buffer: torch.Tensor | None = None
+        self._gradient: VolumeWorkspace | None = None
+
+    @property
+    def gradient(self) -> VolumeWorkspace:
+        """A second workspace, for the volume's gradient in training."""
+        if self._gradient is None:
+            self._gradient = VolumeWorkspace()
+        return self._gradient
 
     def take(self, size: int, like: torch.Tensor) -> torch.Tensor:
         """An uninitialised flat tensor of ``size`` elements, on ``like``'s device and dtype."""
@@ -229,11 +239,12 @@ class CorrelationPyramid(_WindowLookup):
             # The int8 volume is padded by a row of zero correlations at both ends.
             super().__init__(fmap1, levels2, radius, per_pixel_tables=True, margin=f2.shape[2] if int8 else None)
             size = batch * height * width * self.table_size
-            self._gradient = SharedGradient() if f1.requires_grad or f2.requires_grad else None
+            training = f1.requires_grad or f2.requires_grad
+            self._gradient = SharedGradient(None if workspace is None else workspace.gradient) if training else None
             if int8:
                 buffer = _int8_volume(f1, f2, workspace)
             elif self._gradient is not None:  # training
-                buffer = _TrainingVolume.apply(f1, f2, self.margin, self._gradient)
+                buffer = _TrainingVolume.apply(f1, f2, self.margin, self._gradient, workspace)
             else:
                 buffer = padded_product(f1, f2, self.margin, workspace)
             self.volume = buffer[self.margin : size + self.margin].view(batch, height * width, self.table_size)
@@ -275,7 +286,8 @@ class SharedGradient:
     :class:`_TrainingVolume` takes the sum once every lookup is done.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, workspace: VolumeWorkspace | None = None) -> None:
+        self.workspace = workspace
         self.total: torch.Tensor | None = None
         self._cells = torch.empty(0, dtype=torch.long)
 
@@ -283,7 +295,8 @@ class SharedGradient:
         """Adds ``gradient`` (M, runs, cells per run) to the runs of a flat volume of ``size``
         that start at ``run_starts`` (M, runs)."""
         if self.total is None:
-            self.total = gradient.new_zeros(size)
+            numel = size.numel()
+            self.total = gradient.new_zeros(numel) if self.workspace is None else self.workspace.take(numel, gradient).zero_()
         if self._cells.shape != gradient.shape:  # one index buffer for every lookup of the pass
             self._cells = torch.empty(gradient.shape, dtype=torch.long, device=gradient.device)
         steps = torch.arange(gradient.shape[-1], device=gradient.device)
@@ -302,11 +315,13 @@ class _TrainingVolume(torch.autograd.Function):
     the padded buffer here also spares training a padded copy of the volume and its gradient."""
 
     @staticmethod
-    def forward(ctx, f1: torch.Tensor, f2: torch.Tensor, margin: int, shared: SharedGradient) -> torch.Tensor:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx, f1: torch.Tensor, f2: torch.Tensor, margin: int, shared: SharedGradient, workspace: VolumeWorkspace | None
+    ) -> torch.Tensor:
         ctx.save_for_backward(f1, f2)
         ctx.margin, ctx.shared = margin, shared
         ctx.set_materialize_grads(False)
-        return padded_product(f1, f2, margin)
+        return padded_product(f1, f2, margin, workspace)
 
     @staticmethod
     def backward(ctx, gradient: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
@@ -315,12 +330,12 @@ class _TrainingVolume(torch.autograd.Function):
         if gradient is not None:  # the volume was also read another way (a trace, say)
             total = gradient if total is None else total.add_(gradient)
         if total is None:
-            return None, None, None, None
+            return None, None, None, None, None
         batch, pixels, _ = f1.shape
         volume = total[ctx.margin : ctx.margin + batch * pixels * f2.shape[2]].view(batch, pixels, -1)
         grad_f1 = torch.bmm(volume, f2.transpose(1, 2)) if ctx.needs_input_grad[0] else None
         grad_f2 = torch.bmm(f1.transpose(1, 2), volume) if ctx.needs_input_grad[1] else None
-        return grad_f1, grad_f2, None, None
+        return grad_f1, grad_f2, None, None, None
 
 
 class _TrainingLookup(torch.autograd.Function):

@@ -168,7 +168,8 @@ class RAFT(nn.Module):
         stored volume's dot products in int8 (kept in bf16). Otherwise, on a CPU at inference
         (no autocast), the update block's wide convolutions run by Winograd's algorithm
         (:mod:`rafttool.engine.winograd`): the same numbers up to float rounding.
-        A ``workspace`` holds the correlation volume from one call to the next (inference only).
+        A ``workspace`` holds the correlation volume (in training, its gradient too) from one call
+        to the next (see :class:`~rafttool.engine.correlation.VolumeWorkspace`).
         """
         if image1.shape != image2.shape:
             raise ValueError(f"frames differ in shape: {tuple(image1.shape)} vs {tuple(image2.shape)}")

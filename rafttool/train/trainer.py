@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from rafttool.engine.correlation import VolumeWorkspace
 from rafttool.engine.cpu import fast_bf16
 from rafttool.engine.memory import keep_freed_memory
 from rafttool.engine.model import RAFT, build_model
@@ -142,8 +143,13 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if config.threads:
             torch.set_num_threads(config.threads)
+        # On the CPU the correlation volume and its gradient keep their memory from step to step:
+        # fresh, it is mapped in page by page (2 x 384 MB at batch 12, 320x448). GPUs have a
+        # caching allocator for that.
+        self.volume_workspace: VolumeWorkspace | None = None
         if self.device.type == "cpu":
             keep_freed_memory()  # a training step on the CPU runs ~10% faster
+            self.volume_workspace = VolumeWorkspace()
         torch.manual_seed(config.seed)
         self.model = build_model(config.model)
         if config.init_weights:
@@ -243,7 +249,9 @@ class Trainer:
         freeze_batch_norm(self.model)
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
-            output = self.model(batch["image1"], batch["image2"], iters=self.config.iters, all_iterations=True)
+            output = self.model(
+                batch["image1"], batch["image2"], iters=self.config.iters, all_iterations=True, workspace=self.volume_workspace
+            )
         loss, metrics = sequence_loss(output.iterations, batch["flow"], batch["valid"], gamma=self.config.gamma)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

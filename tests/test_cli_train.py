@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import cv2
@@ -41,6 +43,26 @@ def test_train_then_resume_then_export(tmp_path):
     info = runner.invoke(app, ["info", str(tmp_path / "w.pt"), "--json"])
     record = json.loads(info.stdout)
     assert "small" in json.dumps(record) and '"steps": 3' in json.dumps(record)
+
+
+def test_sigterm_stops_training_with_a_checkpoint_of_the_last_step(tmp_path, monkeypatch):
+    """`kill` (or a session ending) loses no steps: the checkpoint is written on the way out."""
+    run = tmp_path / "run"
+    step = trainer_module.Trainer.train_step
+
+    def step_then_terminate(self, batch):
+        metrics = step(self, batch)
+        if self.step == 2:  # the third step: it completes, and the run stops after it
+            os.kill(os.getpid(), signal.SIGTERM)
+        return metrics
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", step_then_terminate)
+    args = ["train", "--run-dir", str(run), "--steps", "50", "--batch-size", "1", "--crop", "128x128", "--iters", "1"]
+    result = runner.invoke(app, args + ["--workers", "0", "--checkpoint-minutes", "60", "-q"])
+    assert result.exit_code == 143  # 128 + SIGTERM, as the shell reports a terminated command
+    assert "terminated at step 3" in result.output and "rerun the same command to resume" in result.output
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored once training stops
 
 
 @pytest.mark.parametrize("amx", [False, True], ids=["cpu-without-amx", "cpu-with-amx"])

@@ -166,7 +166,8 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _fail(message: str, code: int, debug: bool) -> typer.Exit:
+def fail(message: str, code: int, debug: bool) -> typer.Exit:
+    """The one ``error:`` line (and the traceback with ``debug``); raise the exit it returns."""
     if debug:
         traceback.print_exc(file=sys.stderr)
     typer.echo(f"error: {one_line(message)}", err=True)
@@ -187,16 +188,16 @@ def reports_errors(command: F) -> F:
         except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):
             raise
         except KeyboardInterrupt:
-            raise _fail("interrupted; files being written were discarded", 130, debug) from None
+            raise fail("interrupted; files being written were discarded", 130, debug) from None
         except UsageProblem as error:
-            raise _fail(str(error), 2, debug) from None
+            raise fail(str(error), 2, debug) from None
         except OSError as error:
             where = f"'{error.filename}': " if error.filename else ""
-            raise _fail(f"{where}{error.strerror or error}", 1, debug) from None
+            raise fail(f"{where}{error.strerror or error}", 1, debug) from None
         except ValueError as error:
-            raise _fail(str(error), 1, debug) from None
+            raise fail(str(error), 1, debug) from None
         except Exception as error:  # an unforeseen failure still gets one line, and the trace on request
-            raise _fail(f"{type(error).__name__}: {error} (run with --debug for the traceback)", 1, debug) from None
+            raise fail(f"{type(error).__name__}: {error} (run with --debug for the traceback)", 1, debug) from None
 
     return wrapper  # type: ignore[return-value]
 

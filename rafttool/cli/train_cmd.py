@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,7 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rafttool.api import resolve_device
-from rafttool.cli.common import DebugOption, DeviceOption, ModelOption, ModelSize, QuietOption, Reporter, UsageProblem, reports_errors
+from rafttool.cli.common import DebugOption, DeviceOption, ModelOption, ModelSize, QuietOption, Reporter, UsageProblem, fail, reports_errors
 from rafttool.train.run import last_validation, train
 from rafttool.train.synthetic import SyntheticFlowConfig
 from rafttool.train.trainer import TrainConfig, bf16_trains_faster, export_checkpoint
@@ -137,8 +141,25 @@ def train_command(
             status = f"loss {logged['loss']:.2f}  epe {logged['epe']:.2f}  {logged['seconds']:.2f} s/step" if logged else ""
             bar.update(task, completed=step, total=total, status=status)
 
-        trainer = train(config, progress=show, device=torch_device, time_budget=60.0 * minutes)
+        with stop_on_sigterm() as stop:
+            trainer = train(config, progress=show, device=torch_device, time_budget=60.0 * minutes, stop=stop)
+    if stop.is_set():
+        message = f"terminated at step {trainer.step}; '{trainer.checkpoint_path}' holds it: rerun the same command to resume"
+        raise fail(message, 143, debug)
     reporter.note(f"stopped at step {trainer.step}/{config.steps}; checkpoint in '{trainer.checkpoint_path}'")
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[threading.Event]:
+    """Within the block, SIGTERM (``kill``, a session or job ending) sets the event it yields,
+    which ends training after the step in progress, checkpoint written, instead of killing it
+    and losing the last interval."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @reports_errors

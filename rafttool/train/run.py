@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -107,11 +108,12 @@ def train(
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
     device: str | torch.device = "cpu",
     time_budget: float = 0.0,
+    stop: threading.Event | None = None,
 ) -> Trainer:
     """Train (or resume) a run, validating on held-out synthetic pairs and on real pairs if present.
 
-    ``time_budget`` (seconds, 0: none) fits the run's schedule to the time available
-    (:meth:`Trainer.run`).
+    ``time_budget`` (seconds, 0: none) fits the run's schedule to the time available, and
+    ``stop``, once set, ends the run after the step in progress (:meth:`Trainer.run`).
     """
     validators = [synthetic_validator(SyntheticFlowConfig(height=config.height, width=config.width, **config.synthetic))]
     if config.validation_data:
@@ -119,7 +121,7 @@ def train(
         if real is not None:
             validators.append(real)
     trainer = Trainer(config, training_data(config, config.data), validators, progress, device)
-    trainer.run(time_budget)
+    trainer.run(time_budget, stop)
     return trainer
 
 

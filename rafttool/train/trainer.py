@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -304,13 +305,14 @@ class Trainer:
         self.scheduler = self._one_cycle(done_steps=self.step)
         self._save_config()
 
-    def run(self, time_budget: float = 0.0) -> None:
+    def run(self, time_budget: float = 0.0, stop: threading.Event | None = None) -> None:
         """Train until ``config.steps``, checkpointing on a timer and on the way out.
 
         With a ``time_budget`` (seconds), the schedule is re-planned after a few timed steps so
         that it ends, learning rate annealed, when the budget is spent, and again at every
         checkpoint from the mean speed so far (other work on the machine changes it); training
-        stops at the budget in any case.
+        stops at the budget in any case. Setting ``stop`` (from a signal handler, say) ends it
+        after the step in progress, so the checkpoint holds whole steps only.
         """
         last_save = clock()
         budget = _TimeBudget(time_budget, self.step) if time_budget else None
@@ -322,7 +324,7 @@ class Trainer:
             for batch in self._loader(end_step=self.step + 10**9 if time_budget else self.config.steps):
                 if self.step >= self.config.steps:
                     break
-                if budget and budget.spent(self):
+                if (budget and budget.spent(self)) or (stop is not None and stop.is_set()):
                     break
                 started = clock()
                 metrics = self.train_step(batch)

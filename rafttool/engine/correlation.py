@@ -282,7 +282,7 @@ class SharedGradient:
     Left to autograd, each lookup's gradient would be its own zeroed tensor the size of the
     volume, and the iterations' gradients would then be added up: at batch 12, 320x448 crops and
     12 iterations that is 12 x 384 MB zeroed and summed per step, a quarter of a CPU training
-    step. Here each lookup adds its cells' gradients in place (:class:`_GatherRuns`), and
+    step. Here each lookup adds its cells' gradients in place (:class:`_TrainingLookup`), and
     :class:`_TrainingVolume` takes the sum once every lookup is done.
     """
 
@@ -362,7 +362,7 @@ class _TrainingLookup(torch.autograd.Function):
         if not ctx.y_major:
             samples = samples.transpose(1, 2)  # (M, y, x)
         fx, fy = fx.view(-1, 1, 1), fy.view(-1, 1, 1)
-        along_x = samples.new_empty(samples.shape[0], side + 1, side)  # d/d of the x-blended rows
+        along_x = samples.new_empty(samples.shape[0], side + 1, side)  # gradient of the rows blended along x
         torch.mul(samples, 1 - fy, out=along_x[:, :side])
         along_x[:, side].zero_()
         along_x[:, 1:].addcmul_(samples, fy)

@@ -8,7 +8,7 @@ int8 convolution with exact integer accumulation computes. Layers with fewer tha
 channels (the stems' RGB input, the raw flow) are left alone.
 
     python benchmarks/int8_layers.py                  # the shipped set, and it with more layers
-    python benchmarks/int8_layers.py --default-mode   # the engine: fp32/int8 x fixed/adaptive
+    python benchmarks/int8_layers.py --default-mode   # the engine: fp32/int8/bf16 x fixed/adaptive
 """
 
 from __future__ import annotations
@@ -87,19 +87,20 @@ def evaluate(engine: FlowEngine, data: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--weights", help="RAFT weights (default: the bundled RAFT-small)")
+    parser.add_argument("--weights", help="RAFT weights of either size (default: the bundled RAFT-small)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--default-mode", action="store_true", help="compare fp32/int8 with fixed and adaptive iterations")
+    parser.add_argument("--default-mode", action="store_true", help="compare fp32/int8/bf16 with fixed and adaptive iterations")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    def engine(int8: bool, tolerance: float | None = None) -> FlowEngine:
-        return FlowEngine(weights=args.weights, device="cpu", iters=12, tolerance=tolerance, int8=int8)
+    def engine(int8: bool, tolerance: float | None = None, half: bool = False) -> FlowEngine:
+        return FlowEngine(weights=args.weights, device="cpu", iters=12, tolerance=tolerance, int8=int8, half=half)
 
     if args.default_mode:
-        for int8 in (False, True):
+        for precision in ("fp32", "int8", "bf16"):
             for tolerance in (None, DEFAULT_TOLERANCE):
-                print(json.dumps({"int8": int8, "tolerance": tolerance, **evaluate(engine(int8, tolerance), args.data)}), flush=True)
+                run = engine(precision == "int8", tolerance, half=precision == "bf16")
+                print(json.dumps({"precision": precision, "tolerance": tolerance, **evaluate(run, args.data)}), flush=True)
         return
     print(json.dumps({"int8": "none", **evaluate(engine(False), args.data)}), flush=True)
     shipped = engine(True)

@@ -11,7 +11,8 @@ processes hits them alike; each figure is the median over ``--repeats`` (with
 * int8 (on CPUs where :func:`~rafttool.engine.int8.int8_supported`): the exact path with the GRU
   gates and the flow head's first convolution in int8;
 * default: what :class:`rafttool.api.FlowEngine` does by default with bundled weights: adaptive
-  iterations (at most ``--iters``), int8 where supported. Only with trained weights: with random
+  iterations (at most ``--iters``) in :func:`rafttool.api.default_precision` (int8 where
+  supported; bf16 for RAFT-large on CPUs with AMX). Only with trained weights: with random
   weights the stopping rule has nothing to converge to;
 * half (with ``--half``): the exact path under autocast to bf16 (CPU) or fp16 (CUDA), the
   correlation still fp32.
@@ -35,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rafttool.api import resolve_device
+from rafttool.api import default_precision, resolve_device
 from rafttool.data.datasets import detect_datasets
 from rafttool.engine.correlation import VolumeWorkspace
 from rafttool.engine.int8 import int8_supported
@@ -107,10 +108,16 @@ def benchmark(size: str, weights: str | None, pairs: list[Pair], iters: int, rep
     }
     if int8:
         paths["int8"] = lambda pair: model(*pair, iters, int8=True, workspace=workspaces["int8"])
+    dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
     if weights is not None:
-        paths["default"] = lambda pair: model(*pair, iters, tolerance=DEFAULT_TOLERANCE, int8=int8, workspace=workspaces["default"])
+        precision = default_precision(size, device, bundled=True)
+
+        def default(pair: Pair) -> FlowOutput:
+            with torch.autocast(device.type, dtype=dtype, enabled=precision == "bf16"):
+                return model(*pair, iters, tolerance=DEFAULT_TOLERANCE, int8=precision == "int8", workspace=workspaces["default"])
+
+        paths["default"] = default
     if half:
-        dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
 
         def reduced(pair: Pair) -> FlowOutput:
             with torch.autocast(device.type, dtype=dtype):
@@ -140,6 +147,8 @@ def benchmark(size: str, weights: str | None, pairs: list[Pair], iters: int, rep
     label = f"RAFT-{size}" + ("" if weights else " (random weights)")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\n{label}, {pairs[0][0].shape[-1]}x{pairs[0][0].shape[-2]}, max {iters} iterations, {where}, median of {repeats}, {len(pairs)} pair(s)")
+    if weights is not None:
+        print(f"default path: {precision}, adaptive stop at {DEFAULT_TOLERANCE} px")
     print(f"{'path':<10} {'wall s':>7} {'cpu s':>7} {'x wall':>7} {'x cpu':>7} {'iters':>5} {'max |d| px':>11} {'mean |d| px':>12}")
     ref_wall, ref_cpu = totals["reference"]
     for name, (wall, cpu) in totals.items():

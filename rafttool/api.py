@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from rafttool.engine.correlation import CorrMode, VolumeWorkspace, check_corr_mode
+from rafttool.engine.cpu import fast_bf16
 from rafttool.engine.int8 import int8_supported
 from rafttool.engine.memory import keep_freed_memory
 from rafttool.engine.model import DEFAULT_TOLERANCE, RAFT, build_model
@@ -90,7 +91,7 @@ class FlowEngine:
     ``model`` picks the size ('small' or 'large'); ``weights`` a checkpoint of any supported
     layout (its size wins over ``model``); without ``weights`` the bundled default is used.
     ``half`` runs the network in reduced precision (bf16 on CPU, fp16 on CUDA); the correlation
-    volume and coordinates stay fp32.
+    volume and coordinates stay fp32. ``None`` (the default) follows :func:`default_precision`.
 
     ``iters`` is the most refinement iterations a pair gets: a pass stops early once an
     iteration moves the flow by less than ``tolerance`` px on average (``tolerance=None`` always
@@ -103,8 +104,7 @@ class FlowEngine:
 
     ``int8`` runs the update block's large convolutions and the stored correlation volume's dot
     products in int8 (CPUs with VNNI: see :mod:`rafttool.engine.int8`). ``None`` (the default)
-    turns it on where it has been measured to keep the EPE within 2%: the bundled weights (also
-    when named by path) on such a CPU, without ``half``. Weights given by the user run fp32.
+    follows :func:`default_precision`; ``int8=False`` with ``half`` left at ``None`` is all fp32.
 
     An engine keeps state between calls (the last frames' features, the correlation volume's
     memory), so use one engine per thread. An engine on the CPU also makes the process keep
@@ -118,7 +118,7 @@ class FlowEngine:
         weights: str | os.PathLike | None = None,
         device: str = "auto",
         iters: int = 12,
-        half: bool = False,
+        half: bool | None = None,
         tolerance: float | Literal["auto"] | None = "auto",
         corr_mode: CorrMode = "auto",
         compile: bool = False,
@@ -131,12 +131,15 @@ class FlowEngine:
         self.weights = loaded
         self.model: RAFT = load_into(build_model(loaded.model), loaded).to(self.device).eval()
         self.iters = iters
-        self.autocast_dtype = _half_dtype(self.device) if half else None
         bundled = _is_bundled(weights, loaded.model)
+        chosen = default_precision(loaded.model, self.device, bundled)
+        if half is None:
+            half = int8 is None and chosen == "bf16"
+        self.autocast_dtype = _half_dtype(self.device) if half else None
         self.tolerance = (DEFAULT_TOLERANCE if bundled else None) if tolerance == "auto" else tolerance
         self.corr_mode = check_corr_mode(corr_mode)
         if int8 is None:
-            int8 = bundled and not half and self.device.type == "cpu" and int8_supported()
+            int8 = not half and chosen == "int8"
         elif int8 and not (self.device.type == "cpu" and int8_supported()):
             raise ValueError("int8 needs a CPU with VNNI instructions and PyTorch's oneDNN int8 operators; leave int8 off (--fp32)")
         self.int8 = int8
@@ -275,6 +278,19 @@ class FlowEngine:
         return [PairFlow(rgb1, rgb2, result, seconds) for (rgb1, rgb2), result in zip(batch, results)]
 
 
+def default_precision(model: str, device: torch.device, bundled: bool) -> Literal["fp32", "int8", "bf16"]:
+    """What a pass computes in unless told otherwise. Reduced precision only for the bundled
+    weights, each measured before it ships to keep the EPE within 2% of fp32 (weights/README.md),
+    and only on a CPU where it is the faster one: bf16 for RAFT-large on CPUs with AMX (its wide
+    encoders run 2.8x faster there), otherwise int8 where the CPU has VNNI (RAFT-small's narrow
+    encoders gain nothing from bf16). Weights given by the user run fp32: the original's numbers."""
+    if not bundled or device.type != "cpu":
+        return "fp32"
+    if model == "large" and fast_bf16():
+        return "bf16"
+    return "int8" if int8_supported() else "fp32"
+
+
 def load_rgb(image: ImageLike) -> np.ndarray:
     """A path or an array -> uint8 (H, W, 3) RGB."""
     if isinstance(image, np.ndarray):
@@ -283,8 +299,8 @@ def load_rgb(image: ImageLike) -> np.ndarray:
 
 
 def _is_bundled(weights: str | os.PathLike | None, model: str) -> bool:
-    """Whether ``weights`` are the bundled ones of ``model``: the only weights whose int8 accuracy
-    has been measured (each bundled file is, before it ships)."""
+    """Whether ``weights`` are the bundled ones of ``model``: the only weights whose accuracy in
+    reduced precision has been measured (each bundled file is, before it ships)."""
     if weights is None:
         return True
     try:
@@ -307,7 +323,7 @@ def _half_dtype(device: torch.device) -> torch.dtype:
 
 
 @lru_cache(maxsize=4)
-def _cached_engine(model: str, weights: str | None, device: str, half: bool) -> FlowEngine:
+def _cached_engine(model: str, weights: str | None, device: str, half: bool | None) -> FlowEngine:
     return FlowEngine(model=model, weights=weights, device=device, half=half)
 
 
@@ -318,7 +334,7 @@ def estimate_flow(
     weights: str | os.PathLike | None = None,
     iters: int = 12,
     device: str = "auto",
-    half: bool = False,
+    half: bool | None = None,
 ) -> np.ndarray:
     """Optical flow from ``image1`` to ``image2``: float32 (H, W, 2) array of (u, v) in pixels.
 

@@ -59,7 +59,7 @@ class BenchConfig:
     batch: int = 1
     iters: int = 12
     device: str = "cpu"
-    half: bool = False
+    half: bool | None = None  # None: FlowEngine's default
     int8: bool | None = None  # None: FlowEngine's default
     tolerance: float | str | None = "auto"  # as FlowEngine takes it
     model: str = "small"

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import rafttool
-from rafttool.api import DeviceError, FlowEngine, resolve_device
+from rafttool import api
+from rafttool.api import DeviceError, FlowEngine, default_precision, resolve_device
 from rafttool.engine.model import raft_small
 from rafttool.engine.weights import save_weights
 
@@ -74,3 +75,24 @@ def test_unavailable_devices_name_the_ones_present():
             resolve_device("cuda")
     with pytest.raises(DeviceError, match="unknown device"):
         resolve_device("tpu9")
+
+
+def test_reduced_precision_is_the_default_only_for_bundled_weights_on_a_cpu(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(api, "int8_supported", lambda: True)
+    monkeypatch.setattr(api, "fast_bf16", lambda: True)  # a CPU with AMX
+    assert default_precision("large", cpu, bundled=True) == "bf16"
+    assert default_precision("small", cpu, bundled=True) == "int8"  # its narrow encoders gain nothing from bf16
+    assert default_precision("large", cpu, bundled=False) == "fp32"
+    assert default_precision("large", cuda, bundled=True) == "fp32"
+    monkeypatch.setattr(api, "fast_bf16", lambda: False)
+    assert default_precision("large", cpu, bundled=True) == "int8"
+    monkeypatch.setattr(api, "int8_supported", lambda: False)
+    assert default_precision("large", cpu, bundled=True) == "fp32"
+
+
+def test_explicit_precision_options_win_over_the_default(monkeypatch):
+    monkeypatch.setattr(api, "default_precision", lambda model, device, bundled: "bf16")
+    assert FlowEngine(device="cpu").precision == "bf16"
+    assert FlowEngine(device="cpu", int8=False).precision == "fp32"  # --fp32: no reduced precision at all
+    assert FlowEngine(device="cpu", half=False).precision == "fp32"

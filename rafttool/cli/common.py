@@ -70,13 +70,13 @@ ItersOption = Annotated[
 ]
 HalfOption = Annotated[
     bool,
-    typer.Option("--half", help="Reduced precision (fp16 on GPU, bf16 on CPU).", rich_help_panel=ENGINE_PANEL),
+    typer.Option("--half", help="Reduced precision (fp16 on GPU, bf16 on CPU). Default: bf16 for the bundled RAFT-large on CPUs with AMX.", rich_help_panel=ENGINE_PANEL),
 ]
 Int8Option = Annotated[
     Optional[bool],
     typer.Option(
         "--int8/--fp32",
-        help="Update block and correlation in int8 (CPUs with VNNI; EPE within 2% of fp32), or all fp32. Default: int8 for the bundled weights where supported.",
+        help="Update block and correlation in int8 (CPUs with VNNI; EPE within 2% of fp32), or all fp32 (no --half either). Default: int8 for the bundled weights where supported (RAFT-large on AMX: bf16).",
         show_default=False,
         rich_help_panel=ENGINE_PANEL,
     ),
@@ -139,7 +139,8 @@ def load_engine(
     """The network the options ask for, loaded once per command; with a ``reporter``, a note
     where another precision would run much faster (:func:`precision_hint`)."""
     engine = FlowEngine(
-        model=model.value, weights=weights, device=device, iters=iters, half=half, int8=int8, tolerance=engine_tolerance(tolerance)
+        model=model.value, weights=weights, device=device, iters=iters, half=engine_half(half), int8=int8,
+        tolerance=engine_tolerance(tolerance),
     )
     if reporter is not None and (hint := precision_hint(engine)):
         reporter.note(hint)
@@ -148,11 +149,17 @@ def load_engine(
 
 def precision_hint(engine: FlowEngine) -> str | None:
     """A note for RAFT-large running fp32 on a CPU with AMX, where bf16 takes about half the
-    time (1024x436, 12 iterations, 2 threads: 0.96 s against 1.84 s). It stays a hint, not the
-    default: bf16's effect on a given checkpoint's accuracy has not been measured."""
+    time (1024x436, 12 iterations, 2 threads: 0.96 s against 1.84 s). For weights other than the
+    bundled ones it stays a hint: bf16's effect on their accuracy has not been measured."""
     if engine.device.type == "cpu" and engine.model_name == "large" and engine.precision == "fp32" and fast_bf16():
         return "note: this CPU has AMX, where --half (bf16) runs RAFT-large about twice as fast; flow then differs from fp32 by rounding"
     return None
+
+
+def engine_half(option: bool) -> bool | None:
+    """--half as FlowEngine takes it: given -> bf16/fp16, absent -> the engine's default (with
+    --fp32, int8=False, that default is fp32 throughout)."""
+    return True if option else None
 
 
 def engine_tolerance(option: float | None) -> float | str | None:

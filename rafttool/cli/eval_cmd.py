@@ -198,7 +198,7 @@ def evaluate(
             engine = load_engine(model, weights, device, iters, half, int8, tolerance)
             label = f"raft-{engine.model_name}"
             predictors[label] = engine.estimate
-            raft_info = {"weights": str(weights) if weights else f"bundled raft-{model.value}", "iters": iters, "device": str(engine.device), "half": half, "int8": engine.int8, "tolerance": engine.tolerance}
+            raft_info = {"weights": str(weights) if weights else f"bundled raft-{model.value}", "iters": iters, "device": str(engine.device), "precision": engine.precision, "int8": engine.int8, "tolerance": engine.tolerance}
             continue
         try:
             predictors[name] = make_baseline(name)

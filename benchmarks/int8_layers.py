@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from rafttool.api import FlowEngine
 from rafttool.data.datasets import detect_datasets
 from rafttool.engine.int8 import int8_weights
-from rafttool.engine.model import DEFAULT_TOLERANCE
+from rafttool.engine.model import DEFAULT_TOLERANCES
 from rafttool.evaluate import evaluate_family
 
 EXTRA_LAYERS = {
@@ -97,8 +97,9 @@ def main() -> None:
         return FlowEngine(weights=args.weights, device="cpu", iters=12, tolerance=tolerance, int8=int8, half=half)
 
     if args.default_mode:
+        adaptive = DEFAULT_TOLERANCES[engine(False).model_name]
         for precision in ("fp32", "int8", "bf16"):
-            for tolerance in (None, DEFAULT_TOLERANCE):
+            for tolerance in (None, adaptive):
                 run = engine(precision == "int8", tolerance, half=precision == "bf16")
                 print(json.dumps({"precision": precision, "tolerance": tolerance, **evaluate(run, args.data)}), flush=True)
         return

@@ -41,7 +41,7 @@ from rafttool.data.datasets import detect_datasets
 from rafttool.engine.correlation import VolumeWorkspace
 from rafttool.engine.int8 import int8_supported
 from rafttool.engine.memory import keep_freed_memory
-from rafttool.engine.model import DEFAULT_TOLERANCE, RAFT, FlowOutput, build_model
+from rafttool.engine.model import DEFAULT_TOLERANCES, RAFT, FlowOutput, build_model
 from rafttool.engine.reference import as_reference, reference_forward
 from rafttool.engine.weights import model_from_weights
 from rafttool.evaluate import with_gt
@@ -114,7 +114,7 @@ def benchmark(size: str, weights: str | None, pairs: list[Pair], iters: int, rep
 
         def default(pair: Pair) -> FlowOutput:
             with torch.autocast(device.type, dtype=dtype, enabled=precision == "bf16"):
-                return model(*pair, iters, tolerance=DEFAULT_TOLERANCE, int8=precision == "int8", workspace=workspaces["default"])
+                return model(*pair, iters, tolerance=DEFAULT_TOLERANCES[size], int8=precision == "int8", workspace=workspaces["default"])
 
         paths["default"] = default
     if half:
@@ -148,7 +148,7 @@ def benchmark(size: str, weights: str | None, pairs: list[Pair], iters: int, rep
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\n{label}, {pairs[0][0].shape[-1]}x{pairs[0][0].shape[-2]}, max {iters} iterations, {where}, median of {repeats}, {len(pairs)} pair(s)")
     if weights is not None:
-        print(f"default path: {precision}, adaptive stop at {DEFAULT_TOLERANCE} px")
+        print(f"default path: {precision}, adaptive stop at {DEFAULT_TOLERANCES[size]} px")
     print(f"{'path':<10} {'wall s':>7} {'cpu s':>7} {'x wall':>7} {'x cpu':>7} {'iters':>5} {'max |d| px':>11} {'mean |d| px':>12}")
     ref_wall, ref_cpu = totals["reference"]
     for name, (wall, cpu) in totals.items():

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from rafttool.api import FlowEngine
-from rafttool.engine.model import DEFAULT_TOLERANCE
+from rafttool.engine.model import DEFAULT_TOLERANCES
 from rafttool.evaluate import endpoint_error
 from rafttool.flowops import warp_backward
 from rafttool.io.flowfile import read_flow
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--max-frames", type=int, default=16)
     parser.add_argument("--max-side", type=int, default=1024, help="downscale larger clips to this longer side")
     parser.add_argument("--iters", type=int, nargs="+", default=[4, 8, 12], help="iteration caps to compare")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="adaptive stop (px); negative: fixed iterations")
+    parser.add_argument("--tolerance", type=float, help="adaptive stop (px); negative: fixed iterations (default: the model's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
@@ -95,7 +95,10 @@ def main() -> None:
     clips = sorted((args.data / "videos").rglob("*.mp4"))
     if not clips:
         raise SystemExit(f"no .mp4 clips under {args.data / 'videos'}")
-    engine = FlowEngine(args.model, args.weights, "cpu", tolerance=args.tolerance if args.tolerance >= 0 else None)
+    tolerance = DEFAULT_TOLERANCES[args.model] if args.tolerance is None else args.tolerance
+    if tolerance < 0:
+        tolerance = None
+    engine = FlowEngine(args.model, args.weights, "cpu", tolerance=tolerance)
     rows = []
     for clip in clips:
         name = str(clip.relative_to(args.data / "videos"))

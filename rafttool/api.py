@@ -24,7 +24,7 @@ from rafttool.engine.correlation import CorrMode, VolumeWorkspace, check_corr_mo
 from rafttool.engine.cpu import fast_bf16
 from rafttool.engine.int8 import int8_supported
 from rafttool.engine.memory import keep_freed_memory
-from rafttool.engine.model import DEFAULT_TOLERANCE, RAFT, build_model
+from rafttool.engine.model import DEFAULT_TOLERANCES, RAFT, build_model
 from rafttool.engine.warm_start import forward_project
 from rafttool.engine.weights import LoadedWeights, WeightsError, bundled_weights, load_into, read_weights
 from rafttool.io.images import read_image, to_rgb_uint8
@@ -95,7 +95,7 @@ class FlowEngine:
 
     ``iters`` is the most refinement iterations a pair gets: a pass stops early once an
     iteration moves the flow by less than ``tolerance`` px on average (``tolerance=None`` always
-    runs ``iters``). ``'auto'`` stops at :data:`DEFAULT_TOLERANCE` with the bundled weights and
+    runs ``iters``). ``'auto'`` stops at :data:`DEFAULT_TOLERANCES` with the bundled weights and
     never with weights given by the user, so that official checkpoints give the original's flow.
     ``corr_mode`` stores the correlation volume ('full'), computes it per lookup
     ('on_demand', for frames too large for the volume) or picks by free memory ('auto').
@@ -136,7 +136,7 @@ class FlowEngine:
         if half is None:
             half = int8 is None and chosen == "bf16"
         self.autocast_dtype = _half_dtype(self.device) if half else None
-        self.tolerance = (DEFAULT_TOLERANCE if bundled else None) if tolerance == "auto" else tolerance
+        self.tolerance = (DEFAULT_TOLERANCES[loaded.model] if bundled else None) if tolerance == "auto" else tolerance
         self.corr_mode = check_corr_mode(corr_mode)
         if int8 is None:
             int8 = not half and chosen == "int8"

@@ -16,7 +16,7 @@ from rafttool.engine.correlation import (
 )
 from rafttool.engine.encoders import InstanceNorm
 from rafttool.engine.matmul_convs import conv_to_few_channels, pointwise_conv
-from rafttool.engine.model import DEFAULT_TOLERANCE, build_model, coordinate_grid
+from rafttool.engine.model import DEFAULT_TOLERANCES, build_model, coordinate_grid
 from rafttool.engine.reference import ReferenceCorrelation, as_reference, reference_forward
 from rafttool.engine.trace import Trace
 from rafttool.engine.update import FlowHead, swap_window_axes
@@ -270,9 +270,10 @@ def test_a_sequence_encodes_each_frame_once_and_matches_pairwise_flow():
 
 def test_engine_adapts_iterations_by_default_and_reuses_a_video_frame_s_features(tmp_path):
     save_weights(tmp_path / "w.pt", _frozen_flow_head(_model("small")))
-    assert FlowEngine(device="cpu").tolerance == DEFAULT_TOLERANCE  # the bundled weights' measured default
+    assert FlowEngine(device="cpu").tolerance == DEFAULT_TOLERANCES["small"]  # the bundled weights' measured default
+    assert FlowEngine(model="large", device="cpu").tolerance == DEFAULT_TOLERANCES["large"]
     assert FlowEngine(weights=tmp_path / "w.pt", device="cpu").tolerance is None  # a user's: the original's iterations
-    engine = FlowEngine(weights=tmp_path / "w.pt", device="cpu", tolerance=DEFAULT_TOLERANCE)
+    engine = FlowEngine(weights=tmp_path / "w.pt", device="cpu", tolerance=DEFAULT_TOLERANCES["small"])
     fixed = FlowEngine(weights=tmp_path / "w.pt", device="cpu", tolerance=None, iters=3)
     assert engine.iters == 12
     frames = [np.random.default_rng(i).integers(0, 255, (128, 136, 3), dtype=np.uint8) for i in range(3)]

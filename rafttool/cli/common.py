@@ -86,7 +86,7 @@ ToleranceOption = Annotated[
     typer.Option(
         "--tolerance",
         min=0.0,
-        help="Stop once an iteration moves the flow by less than this many px on average; 0: always run --iters. Default: 0.5 for the bundled weights, 0 for --weights.",
+        help="Stop once an iteration moves the flow by less than this many px on average; 0: always run --iters. Default: 0.5 for the bundled RAFT-small, 0.2 for the bundled RAFT-large, 0 for --weights.",
         show_default=False,
         rich_help_panel=ENGINE_PANEL,
     ),

@@ -11,8 +11,8 @@ processes hits them alike; each figure is the median over ``--repeats`` (with
 * int8 (on CPUs where :func:`~rafttool.engine.int8.int8_supported`): the exact path with the GRU
   gates and the flow head's first convolution in int8;
 * default: what :class:`rafttool.api.FlowEngine` does by default with bundled weights: adaptive
-  iterations (at most ``--iters``) in :func:`rafttool.api.default_precision` (int8 where
-  supported; bf16 for RAFT-large on CPUs with AMX). Only with trained weights: with random
+  iterations (at most ``--iters``) in :func:`rafttool.api.default_precision` (RAFT-small: int8
+  where supported; RAFT-large: bf16 on CPUs with AMX, else fp32). Only with trained weights: with random
   weights the stopping rule has nothing to converge to;
 * half (with ``--half``): the exact path under autocast to bf16 (CPU) or fp16 (CUDA), the
   correlation still fp32.

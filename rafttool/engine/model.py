@@ -92,9 +92,9 @@ CONFIGS: dict[str, RAFTConfig] = {"large": LARGE, "small": SMALL}
 
 DEFAULT_TOLERANCES: dict[str, float] = {"small": 0.5, "large": 0.2}
 """Adaptive iterations' stopping tolerance (``forward(tolerance=...)``) for the bundled weights of
-each size, in full-resolution px of mean update, chosen on real data (README, Performance):
-the largest measured that keeps every family's EPE within 2% of fixed iterations (RAFT-large's
-KITTI error grew 4.6% at 0.5 px, 1.7% at 0.3 and 0.3% at 0.2)."""
+each size, in full-resolution px of mean update, chosen on real data (README, Performance) to
+keep every family's EPE within 2% of fixed iterations with a margin (RAFT-large's KITTI error
+grew 4.6% at 0.5 px, 1.7% at 0.3 and 0.3% at 0.2)."""
 
 
 @dataclass

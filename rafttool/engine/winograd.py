@@ -85,11 +85,34 @@ def _grid(kernel_size: tuple[int, int], height: int, width: int) -> tuple[int, i
 
 
 @functools.cache
-def _tile_transforms(kernel_size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both 2-D tile transforms as one matrix each (Kronecker products of the axes'), so that
-    transforming all tiles is one matrix product: (cells x cells) in, (outputs x cells) out."""
-    (input_h, _, output_h), (input_w, _, output_w) = (_axis_transforms(taps) for taps in kernel_size)
-    return torch.kron(input_h, input_w).float().to(device), torch.kron(output_h, output_w).float().to(device)
+def _axis_matrices(kernel_size: tuple[int, int], device: torch.device) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """((input, output) transform down, (input, output) transform across) of the tiles, fp32."""
+    return tuple(  # type: ignore[return-value]
+        (input_t.float().to(device), output_t.float().to(device))
+        for input_t, _, output_t in (_axis_transforms(taps) for taps in kernel_size)
+    )
+
+
+@functools.cache
+def _output_transform(kernel_size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """The 2-D output transform as one (outputs x cells) matrix, the Kronecker product of the
+    axes': one product writes the outputs, where two would write the half-transformed tiles
+    too (a 3x3 kernel's at 55x128: 117 -> 147 ms over a RAFT-large pass, 2 threads)."""
+    (_, down), (_, across) = _axis_matrices(kernel_size, device)
+    return torch.kron(down, across)
+
+
+def _transform_tiles(tiles: torch.Tensor, down: torch.Tensor, across: torch.Tensor) -> torch.Tensor:
+    """``down`` and ``across`` applied along the two tile axes of ``tiles`` (cells, N), whose
+    cell index runs across fastest; (new cells, N). One axis after the other: 6 + 6
+    multiply-adds per value of a 6x6 tile instead of the 36 of their Kronecker product (a 3x3
+    kernel's input transform at 55x128, 256 channels: 2.05 against 2.59 ms with 2 threads)."""
+    rows, cols = down.shape[1], across.shape[1]
+    if cols > 1:
+        tiles = torch.matmul(across, tiles.view(rows, cols, -1))  # (rows, new cols, N)
+    if rows > 1:
+        tiles = torch.mm(down, tiles.reshape(rows, -1))
+    return tiles.view(down.shape[0] * across.shape[0], -1)
 
 
 def transform_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -160,8 +183,8 @@ class TileBuffer:
         (tile_h, out_h), (tile_w, out_w) = (_tile_shape(taps) for taps in self.kernel_size)
         windows = self.padded.unfold(1, tile_h, out_h).unfold(2, tile_w, out_w)  # (B, rows, cols, C, tile_h, tile_w)
         windows = windows.permute(4, 5, 0, 1, 2, 3).reshape(tile_h * tile_w, -1)
-        input_transform, _ = _tile_transforms(self.kernel_size, self.padded.device)
-        values = torch.mm(input_transform, windows).view(tile_h * tile_w, -1, channels)
+        (down, _), (across, _) = _axis_matrices(self.kernel_size, self.padded.device)
+        values = _transform_tiles(windows, down, across).view(tile_h * tile_w, -1, channels)
         return Tiles(values, self.kernel_size, batch, height, width)
 
 
@@ -171,8 +194,7 @@ def untile(products: torch.Tensor, like: Tiles) -> torch.Tensor:
     (_, out_h), (_, out_w) = _tile_shape(like.kernel_size[0]), _tile_shape(like.kernel_size[1])
     rows, cols = _grid(like.kernel_size, like.height, like.width)
     out_channels = products.shape[2]
-    _, output_transform = _tile_transforms(like.kernel_size, products.device)
-    blocks = torch.mm(output_transform, products.view(products.shape[0], -1))
+    blocks = torch.mm(_output_transform(like.kernel_size, products.device), products.view(products.shape[0], -1))
     blocks = blocks.view(out_h, out_w, like.batch, rows, cols, out_channels).permute(2, 3, 0, 4, 1, 5)
     out = blocks.reshape(like.batch, rows * out_h, cols * out_w, out_channels)
     return out[:, : like.height, : like.width].permute(0, 3, 1, 2)

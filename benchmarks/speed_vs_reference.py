@@ -92,7 +92,9 @@ def timed(run: Callable[[], FlowOutput], device: torch.device) -> tuple[FlowOutp
     return output, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def benchmark(size: str, weights: str | None, pairs: list[Pair], iters: int, repeats: int, half: bool) -> None:
+def benchmark(
+    size: str, weights: str | None, pairs: list[Pair], iters: int, repeats: int, half: bool, precision: str = "auto"
+) -> None:
     """Every path on every pair; a path's time is the sum over pairs of its median run."""
     device = pairs[0][0].device
     model = load_model(size, weights).to(device)
@@ -110,7 +112,8 @@ def benchmark(size: str, weights: str | None, pairs: list[Pair], iters: int, rep
         paths["int8"] = lambda pair: model(*pair, iters, int8=True, workspace=workspaces["int8"])
     dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
     if weights is not None:
-        precision = default_precision(size, device, bundled=True)
+        if precision == "auto":
+            precision = default_precision(size, device, bundled=True)
 
         def default(pair: Pair) -> FlowOutput:
             with torch.autocast(device.type, dtype=dtype, enabled=precision == "bf16"):
@@ -174,6 +177,12 @@ def main() -> None:
         "--every-sintel-pair", action="store_true", help="every Sintel pair with GT in --data, not only alley_1 (seconds: mean per pair)"
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--default-precision",
+        default="auto",
+        choices=["auto", "fp32", "int8", "bf16"],
+        help="what the default path computes in (auto: as FlowEngine chooses on this CPU; int8 shows a CPU without AMX)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -185,7 +194,7 @@ def main() -> None:
     pairs = [(a.to(device), b.to(device)) for a, b in pairs]
     print(f"frames: {what}")
     for size in args.models:
-        benchmark(size, getattr(args, f"weights_{size}"), pairs, args.iters, args.repeats, args.half)
+        benchmark(size, getattr(args, f"weights_{size}"), pairs, args.iters, args.repeats, args.half, args.default_precision)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ Int8Option = Annotated[
     Optional[bool],
     typer.Option(
         "--int8/--fp32",
-        help="Update block and correlation in int8 (CPUs with VNNI; EPE within 2% of fp32 for the bundled RAFT-small), or all fp32 (no --half either). Default: int8 for the bundled RAFT-small where supported; the bundled RAFT-large runs bf16 on AMX, else fp32.",
+        help="Update block and correlation in int8 (CPUs with VNNI; EPE within 2% of fp32 for the bundled weights), or all fp32 (no --half either). Default: int8 for the bundled weights where supported, except that the bundled RAFT-large runs bf16 on AMX.",
         show_default=False,
         rich_help_panel=ENGINE_PANEL,
     ),

@@ -18,7 +18,8 @@ processes hits them alike; each figure is the median over ``--repeats`` (with
   correlation still fp32.
 
 Speed-ups are reference time / path time, on wall-clock time and on this process's CPU time
-(steadier when other processes share the cores). Differences are flow vs the reference, in px.
+(steadier when other processes share the cores). Differences are flow vs the reference, in px;
+``faults`` counts the page faults of the median run (memory the OS mapped in during it).
 
     python benchmarks/speed_vs_reference.py --weights-small runs/raft-small-synth/checkpoint.pt
     python benchmarks/speed_vs_reference.py --models small --weights-small weights/raft-small.pt --every-sintel-pair
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -83,13 +85,16 @@ def load_model(size: str, weights: str | None) -> RAFT:
     return model.eval()
 
 
-def timed(run: Callable[[], FlowOutput], device: torch.device) -> tuple[FlowOutput, float, float]:
-    """Wall and process CPU time of one run; GPU work is waited for, so it is counted."""
+def timed(run: Callable[[], FlowOutput], device: torch.device) -> tuple[FlowOutput, float, float, int]:
+    """Wall and process CPU time of one run, and the page faults it took (memory the OS mapped
+    in: time that depends on what ran before); GPU work is waited for, so it is counted."""
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     wall, cpu = time.perf_counter(), time.process_time()
     output = run()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return output, time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return output, wall, cpu, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
 
 def benchmark(
@@ -128,22 +133,22 @@ def benchmark(
 
         paths["half"] = reduced
 
-    totals = {name: [0.0, 0.0] for name in paths}  # wall, cpu
+    totals = {name: [0.0, 0.0, 0.0] for name in paths}  # wall, cpu, page faults
     iterations = {name: 0 for name in paths}
     differences: dict[str, list[torch.Tensor]] = {name: [] for name in paths}
     with torch.inference_mode():
         for name, run in paths.items():  # warm-up: first-call allocations, oneDNN kernel creation
             run(pairs[0])
         for pair in pairs:
-            times: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+            times: dict[str, list[tuple[float, float, int]]] = {name: [] for name in paths}
             outputs: dict[str, FlowOutput] = {}
             for _ in range(repeats):
                 for name, run in paths.items():
-                    outputs[name], wall, cpu = timed(functools.partial(run, pair), device)
-                    times[name].append((wall, cpu))
+                    outputs[name], *measured = timed(functools.partial(run, pair), device)
+                    times[name].append(tuple(measured))
             for name, output in outputs.items():
-                totals[name][0] += statistics.median(t[0] for t in times[name])
-                totals[name][1] += statistics.median(t[1] for t in times[name])
+                for column in range(3):
+                    totals[name][column] += statistics.median(t[column] for t in times[name])
                 iterations[name] += output.iterations_run
                 differences[name].append((output.flow.float() - outputs["reference"].flow).abs().flatten())
 
@@ -152,13 +157,13 @@ def benchmark(
     print(f"\n{label}, {pairs[0][0].shape[-1]}x{pairs[0][0].shape[-2]}, max {iters} iterations, {where}, median of {repeats}, {len(pairs)} pair(s)")
     if weights is not None:
         print(f"default path: {precision}, adaptive stop at {DEFAULT_TOLERANCES[size]} px")
-    print(f"{'path':<10} {'wall s':>7} {'cpu s':>7} {'x wall':>7} {'x cpu':>7} {'iters':>5} {'max |d| px':>11} {'mean |d| px':>12}")
-    ref_wall, ref_cpu = totals["reference"]
-    for name, (wall, cpu) in totals.items():
+    print(f"{'path':<10} {'wall s':>7} {'cpu s':>7} {'x wall':>7} {'x cpu':>7} {'iters':>5} {'max |d| px':>11} {'mean |d| px':>12} {'faults':>8}")
+    ref_wall, ref_cpu, _ = totals["reference"]
+    for name, (wall, cpu, faults) in totals.items():
         difference = torch.cat(differences[name])
         print(
             f"{name:<10} {wall / len(pairs):7.2f} {cpu / len(pairs):7.2f} {ref_wall / wall:7.2f} {ref_cpu / cpu:7.2f} "
-            f"{iterations[name] / len(pairs):5.1f} {difference.max().item():11.2e} {difference.mean().item():12.2e}"
+            f"{iterations[name] / len(pairs):5.1f} {difference.max().item():11.2e} {difference.mean().item():12.2e} {faults / len(pairs):8.0f}"
         )
 
 

@@ -61,14 +61,29 @@ def test_batch_norm_folds_into_the_convolution_at_inference_only():
             torch.testing.assert_close(model.context_encoder(image), plain.detach(), atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("with_gradient", [False, True])
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_convex_upsampling_is_the_softmax_weighted_neighbourhood(channels_last):
+def test_convex_upsampling_is_the_softmax_weighted_neighbourhood(channels_last, with_gradient):
+    """Both ways of summing (tap by tap at inference, one batched product with a gradient) give
+    the weighted neighbourhood, and the product's gradients are the einsum's."""
     generator = torch.Generator().manual_seed(0)
     flow = torch.randn(2, 2, 5, 7, generator=generator) * 3
     mask = torch.randn(2, 9 * 64, 5, 7, generator=generator)
     if channels_last:
         mask = mask.contiguous(memory_format=torch.channels_last)
-    weights = torch.softmax(mask.double().view(2, 9, 8, 8, 5, 7), dim=1)
-    neighbours = F.unfold(8 * flow.double(), 3, padding=1).view(2, 2, 9, 5, 7)
+    flow64, mask64 = flow.double().requires_grad_(), mask.double().requires_grad_()
+    weights = torch.softmax(mask64.view(2, 9, 8, 8, 5, 7), dim=1)
+    neighbours = F.unfold(8 * flow64, 3, padding=1).view(2, 2, 9, 5, 7)
     expected = torch.einsum("bkijyx,bckyx->bcyixj", weights, neighbours).reshape(2, 2, 40, 56)
-    torch.testing.assert_close(upsample_convex(flow, mask).double(), expected, atol=1e-4, rtol=0)
+    flow.requires_grad_(with_gradient)
+    mask.requires_grad_(with_gradient)
+    up = upsample_convex(flow, mask)
+    torch.testing.assert_close(up.double(), expected.detach(), atol=1e-4, rtol=0)
+    if with_gradient:
+        upstream = torch.randn(up.shape, generator=generator)
+        ours = torch.autograd.grad((up * upstream).sum(), (flow, mask))
+        theirs = torch.autograd.grad((expected * upstream.double()).sum(), (flow64, mask64))
+        for gradient, reference in zip(ours, theirs):
+            torch.testing.assert_close(gradient.double(), reference, atol=1e-4, rtol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the flow is not rounded to bf16
+            torch.testing.assert_close(upsample_convex(flow, mask), up, atol=0, rtol=0)

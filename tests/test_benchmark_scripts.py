@@ -24,7 +24,7 @@ def test_speed_benchmark_runs_and_the_exact_path_matches_the_reference(tmp_path:
     rows = [line.split() for line in done.stdout.splitlines()]
     exact = [row for row in rows if row[:1] == ["exact"]]
     assert len(exact) == 2 and sum(row[:1] == ["reference"] for row in rows) == 2  # both models
-    assert all(float(row[-1]) < 1e-3 for row in exact)  # mean |flow difference| in px
+    assert all(float(row[-2]) < 1e-3 for row in exact)  # mean |flow difference| in px (the last column: page faults)
 
 
 def test_winograd_timing_runs_every_row() -> None:

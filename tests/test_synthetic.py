@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from rafttool.train.synthetic import SyntheticFlowConfig, SyntheticFlowDataset, displacement_stats
+from rafttool.train.synthetic import (
+    SyntheticFlowConfig,
+    SyntheticFlowDataset,
+    _limbed_shape,
+    _shape,
+    displacement_stats,
+)
 from rafttool.train.textures import PHOTO_FILES, TextureBank, load_photos
 
 H, W = 64, 80
@@ -52,8 +58,9 @@ def _visible(sample: dict[str, np.ndarray], band: int = 2) -> tuple[np.ndarray, 
         {"driving_prob": 0.0, "zoom_prob": 1.0},
         {"low_contrast_prob": 1.0},
         {"driving_prob": 1.0, "h_flip_prob": 1.0, "v_flip_prob": 1.0},
+        {"limbed_prob": 1.0},
     ],
-    ids=["default", "driving", "stopped-driving", "zoom", "low-contrast", "mirrored-driving"],
+    ids=["default", "driving", "stopped-driving", "zoom", "low-contrast", "mirrored-driving", "limbed"],
 )
 def test_warping_frame2_with_gt_flow_reproduces_frame1(overrides: dict[str, float]) -> None:
     ds = SyntheticFlowDataset(_geometric(**overrides), seed=1)
@@ -75,6 +82,27 @@ def test_warping_frame2_with_gt_flow_reproduces_frame1(overrides: dict[str, floa
     exact = np.concatenate(exact_errors)
     assert exact.size > 100
     assert exact.mean() < 0.8
+
+
+def _thin_fraction_and_attachment(shape_fn: object, seed: int) -> tuple[float, float]:
+    """Mean share of coverage within 3 px of the outline; worst share held by the largest part."""
+    rng = np.random.default_rng(seed)
+    near, attached = [], []
+    for _ in range(30):
+        mask = np.pad((shape_fn(rng, 120.0) > 0.1).astype(np.uint8), 2)
+        dist = cv2.distanceTransform(mask, cv2.DIST_L2, 3)
+        near.append((dist[mask > 0] <= 3).mean())
+        _, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+        attached.append(stats[1:, cv2.CC_STAT_AREA].max() / stats[1:, cv2.CC_STAT_AREA].sum())
+    return float(np.mean(near)), float(np.min(attached))
+
+
+def test_limbed_objects_are_thin_and_in_one_piece() -> None:
+    limbed_thin, limbed_attached = _thin_fraction_and_attachment(_limbed_shape, seed=1)
+    plain_thin, _ = _thin_fraction_and_attachment(_shape, seed=1)
+    assert limbed_thin > 1.5 * plain_thin  # limbs put much of the object near its outline
+    assert limbed_attached == 1.0  # every limb hangs on the body: objects move as one piece
+    assert SyntheticFlowConfig().limbed_prob == 0.0  # older sample streams stay as they were
 
 
 def test_a_stopped_camera_leaves_the_road_near_static() -> None:

@@ -74,6 +74,10 @@ class SyntheticFlowConfig:
     haze_prob: float = 0.15
     jpeg_prob: float = 0.1
     erase_prob: float = 0.5  # occluding rectangle in frame 2, flow unchanged
+    # Objects with thin attached parts (chair legs, wheels' spokes, handlebars): a body plus
+    # limbs a few pixels wide that move with it, so thin structures over a differently moving
+    # background are common; 0 leaves older sample streams unchanged.
+    limbed_prob: float = 0.0
     # Mirroring the finished pair keeps scene layouts from becoming a prior on where motion is
     # (driving scenes put fast flow at the bottom corners); 0 leaves older sample streams unchanged.
     h_flip_prob: float = 0.0
@@ -181,6 +185,55 @@ def _shape(rng: np.random.Generator, size: float) -> np.ndarray:
         cv2.ellipse(canvas, c, axes, rng.uniform(0, 180), 0, 360, 0, -1, cv2.LINE_AA)
     if not canvas.any():
         cv2.circle(canvas, (n // 2, n // 2), max(1, int(size / 2)), 255, -1, cv2.LINE_AA)
+    return canvas.astype(np.float32) / 255.0
+
+
+def _fill_segment(canvas: np.ndarray, p0: np.ndarray, p1: np.ndarray, width: float) -> None:
+    """Anti-aliased segment of sub-pixel `width`; cv2.line only takes integer thickness."""
+    d = p1 - p0
+    normal = np.array([-d[1], d[0]]) / max(float(np.linalg.norm(d)), 1e-6) * width / 2.0
+    quad = np.array([p0 + normal, p1 + normal, p1 - normal, p0 - normal])
+    cv2.fillPoly(canvas, [np.round(quad * 16.0).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+
+
+def _limbed_shape(rng: np.random.Generator, size: float) -> np.ndarray:
+    """Coverage mask of a compact body with 2-6 thin limbs, about `size` pixels across.
+
+    Limbs are either near-parallel legs leaving one side of the body (chairs, tables) or
+    spokes at random angles (bikes, figures); a third of the limbs bend once at a knee.
+    """
+    pad = 3
+    n = int(size) + 2 * pad + 1
+    canvas = np.zeros((n, n), np.uint8)
+    centre = np.array([n / 2.0, n / 2.0])
+    body = size * rng.uniform(0.12, 0.28)
+    if rng.random() < 0.5:
+        cv2.fillPoly(canvas, [_polygon(rng, centre, body)], 255, cv2.LINE_AA, shift=4)
+    else:
+        axes = (max(1, int(body)), max(1, int(body * rng.uniform(0.3, 1.0))))
+        cv2.ellipse(canvas, tuple(int(v) for v in centre), axes, rng.uniform(0, 180), 0, 360, 255, -1, cv2.LINE_AA)
+    width = max(1.2, size * rng.uniform(0.012, 0.05))
+    legs = rng.random() < 0.5
+    heading = rng.uniform(0.0, 2.0 * np.pi)
+    for _ in range(int(rng.integers(2, 7))):
+        if legs:  # roots spread along the body's side, tips all pointing one way
+            angle = heading + rng.normal(0.0, 0.15)
+            across = np.array([-np.sin(heading), np.cos(heading)])
+            start = centre + across * rng.uniform(-body, body) + 0.5 * body * np.array([np.cos(heading), np.sin(heading)])
+            _fill_segment(canvas, centre, start, width)  # a rail from the body, so no leg floats free
+        else:
+            angle = rng.uniform(0.0, 2.0 * np.pi)
+            start = centre.copy()
+        length = rng.uniform(0.25, 0.48) * size
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        end = start + direction * length
+        if rng.random() < 1.0 / 3.0:  # a knee: the limb's outer part turns
+            knee = start + direction * length * rng.uniform(0.4, 0.7)
+            turn = angle + rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 1.2)
+            end = knee + np.array([np.cos(turn), np.sin(turn)]) * float(np.linalg.norm(end - knee))
+            _fill_segment(canvas, start, knee, width)
+            start = knee
+        _fill_segment(canvas, start, end, width)
     return canvas.astype(np.float32) / 255.0
 
 
@@ -371,7 +424,8 @@ class SyntheticFlowDataset(Dataset):
         """A textured random shape with its own affine motion, optionally riding on the background's."""
         cfg = self.config
         size = max(6.0, float(np.exp(rng.uniform(np.log(0.08), np.log(1.0)))) * min(hs, ws))
-        coverage = _shape(rng, size)
+        limbed = cfg.limbed_prob > 0 and rng.random() < cfg.limbed_prob  # old streams unchanged at 0
+        coverage = _limbed_shape(rng, size) if limbed else _shape(rng, size)
         h, w = coverage.shape
         texture = self.textures.sample(rng, h, w)
         centre = rng.uniform((-0.15 * ws, -0.15 * hs), (1.15 * ws, 1.15 * hs))

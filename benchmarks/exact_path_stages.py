@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import inspect
 import statistics
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import torch
 
 import rafttool.engine.correlation as correlation
 import rafttool.engine.model as model_module
+import rafttool.engine.update as update
 import rafttool.engine.winograd as winograd
 from rafttool.engine.correlation import VolumeWorkspace
 from rafttool.engine.memory import keep_freed_memory
@@ -76,6 +78,8 @@ def main() -> None:
         (correlation.OnDemandCorrelation, "__call__", "lookup"),
         (winograd.WinogradUpdateStep, "__call__", "update step"),
         (winograd._WinogradCell, "__call__", "  GRU"),
+        (update.UpdateBlock, "step", "update step"),  # the direct route, where Winograd does not pay
+        (update.ConvGRUCell, "step", "  GRU"),
         (winograd.Tiles, "multiply", "  Winograd products"),
         (model_module.RAFT, "upsample", "upsample"),
         (model.feature_encoder, "forward", "feature encoder"),
@@ -84,7 +88,9 @@ def main() -> None:
         (model.update_block.flow_head, "step", "  flow head"),
     ]
     for owner, attribute, name in stages:
-        setattr(owner, attribute, timed(times, calls, name, getattr(owner, attribute)))
+        wrapped = timed(times, calls, name, getattr(owner, attribute))
+        static = isinstance(inspect.getattr_static(owner, attribute), staticmethod)
+        setattr(owner, attribute, staticmethod(wrapped) if static else wrapped)
 
     image1, image2 = frames(args.pair, args.size)
     workspace = VolumeWorkspace()

@@ -16,6 +16,24 @@ from rafttool.engine.winograd import WinogradConvs, WinogradUpdateStep, convolve
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
+@pytest.fixture(autouse=True)
+def winograd_on(monkeypatch):
+    """Every test here checks the route itself, wherever it is slower than the direct one."""
+    monkeypatch.setenv(winograd.SWITCH_VARIABLE, "on")
+
+
+def test_the_route_is_taken_where_it_pays_or_where_told(monkeypatch):
+    assert winograd.pays_here()
+    monkeypatch.setenv(winograd.SWITCH_VARIABLE, "off")
+    assert not winograd.pays_here()
+    with torch.inference_mode():
+        assert not winograd.applies(torch.zeros(1, 8, 4, 4))
+    monkeypatch.delenv(winograd.SWITCH_VARIABLE)
+    gain = winograd._measured_gain(torch.get_num_threads())
+    assert 0.05 < gain < 20.0  # a ratio of two timings of the same convolution
+    assert winograd.pays_here() == (gain <= winograd.REQUIRED_GAIN)
+
+
 @pytest.mark.parametrize(
     ("batch", "widths", "height", "width", "out_channels"),
     [(1, (96, 82), 11, 17, 40), (2, (8,), 4, 4, 5), (1, (3, 5, 2), 1, 3, 7), (2, (16, 16), 9, 6, 64)],

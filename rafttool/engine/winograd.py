@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -253,13 +255,58 @@ def worthwhile(conv: nn.Conv2d) -> bool:
     return computes(conv) and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS
 
 
+SWITCH_VARIABLE = "RAFTTOOL_WINOGRAD"
+"""Environment variable that settles :func:`pays_here` without timing: ``on`` or ``off``
+(anything else, or unset: measure)."""
+REQUIRED_GAIN = 0.85
+"""Winograd must take at most this share of the direct convolution's time to be used: where the
+two are close, the direct one's rounding (the original's) is worth more than a few percent."""
+
+
+def _best_of(repeats: int, function: Callable[[], object]) -> float:
+    function()  # first call: allocation, oneDNN primitive creation
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@functools.cache
+def _measured_gain(threads: int) -> float:
+    """Winograd's time over the direct convolution's on a 128-channel 3x3 layer, with ``threads``.
+    It decides per CPU, not per layer: on the 2-core Intel Xeon the route was tuned on (AVX-512,
+    no AMX) such layers took 0.55-0.6 of the direct time, on a 2-core AMD EPYC with full-width
+    AVX-512 1.2-1.35 and RAFT-large's 1x5 gates 1.05-1.15 (`benchmarks/winograd_convs.py`): its
+    direct kernels already run near the core's peak, so fewer products do not pay for the
+    transforms' memory traffic."""
+    generator = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(128, 128, 3, padding=1)
+    x = torch.randn(1, 128, 32, 64, generator=generator).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        weight, buffer = transform_weight(conv.weight), TileBuffer((3, 3))
+        direct = _best_of(3, lambda: conv(x))
+        transformed = _best_of(3, lambda: convolve([x], weight, (3, 3), conv.bias, buffer))
+    return transformed / direct
+
+
+def pays_here() -> bool:
+    """Whether this CPU runs RAFT's wide convolutions faster by Winograd's algorithm, timed once
+    per process and thread count (about 50 ms) unless :data:`SWITCH_VARIABLE` settles it."""
+    switch = os.environ.get(SWITCH_VARIABLE, "").strip().lower()
+    if switch in ("on", "off"):
+        return switch == "on"
+    return _measured_gain(torch.get_num_threads()) <= REQUIRED_GAIN
+
+
 def applies(x: torch.Tensor) -> bool:
     """Whether a convolution of ``x`` may take the Winograd route: CPU inference, no autograd,
-    no autocast (the transforms would amplify bf16 rounding), and not while ``torch.compile``
-    traces it (the compiler fuses the plain layers its own way)."""
+    no autocast (the transforms would amplify bf16 rounding), not while ``torch.compile``
+    traces it (the compiler fuses the plain layers its own way), and only where it pays."""
     return (
         x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
+        and not torch.compiler.is_compiling() and pays_here()
     )  # fmt: skip
 
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 import functools
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from rafttool.engine.cpu import best_time
 from rafttool.engine.derived import derived
 from rafttool.engine.matmul_convs import run_direct
 from rafttool.engine.update import ConvGRUCell, UpdateBlock
@@ -263,16 +263,6 @@ REQUIRED_GAIN = 0.85
 two are close, the direct one's rounding (the original's) is worth more than a few percent."""
 
 
-def _best_of(repeats: int, function: Callable[[], object]) -> float:
-    function()  # first call: allocation, oneDNN primitive creation
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 @functools.cache
 def _measured_gain(threads: int) -> float:
     """Winograd's time over the direct convolution's on a 128-channel 3x3 layer, with ``threads``.
@@ -286,8 +276,8 @@ def _measured_gain(threads: int) -> float:
     x = torch.randn(1, 128, 32, 64, generator=generator).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         weight, buffer = transform_weight(conv.weight), TileBuffer((3, 3))
-        direct = _best_of(3, lambda: conv(x))
-        transformed = _best_of(3, lambda: convolve([x], weight, (3, 3), conv.bias, buffer))
+        direct = best_time(3, lambda: conv(x))
+        transformed = best_time(3, lambda: convolve([x], weight, (3, 3), conv.bias, buffer))
     return transformed / direct
 
 

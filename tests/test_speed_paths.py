@@ -22,6 +22,7 @@ from rafttool.engine.trace import Trace
 from rafttool.engine.update import FlowHead, swap_window_axes
 from rafttool.engine.warm_start import forward_project
 from rafttool.engine.weights import save_weights
+from rafttool.engine.winograd import SWITCH_VARIABLE
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -122,8 +123,10 @@ def _model(size: str) -> torch.nn.Module:
     return build_model(size).eval()
 
 
+@pytest.mark.parametrize("winograd", ["on", "off"])  # each CPU takes one route (winograd.pays_here)
 @pytest.mark.parametrize(("size", "corr_mode", "batch"), [("small", "full", 1), ("large", "full", 1), ("small", "on_demand", 1), ("small", "full", 2)])
-def test_exact_fast_path_equals_the_reference_path(size, corr_mode, batch):
+def test_exact_fast_path_equals_the_reference_path(size, corr_mode, batch, winograd, monkeypatch):
+    monkeypatch.setenv(SWITCH_VARIABLE, winograd)
     model = _model(size)
     image1, image2 = _pair(batch=batch)
     iters = 12 if corr_mode == "full" else 4  # on demand: the lookup itself is compared above

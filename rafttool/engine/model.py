@@ -195,13 +195,13 @@ class RAFT(nn.Module):
         run: ConvRunner = WinogradConvs() if winograd else run_direct
         # The CPU inference steps take the correlation in the lookup's own window order and
         # reorder their weights instead; a trace records it in the order everything else uses.
-        y_major = int8 or winograd
+        y_major = fmap1.device.type == "cpu" and not torch.is_grad_enabled()
         if int8:
             step = Int8UpdateStep(self.update_block, context, y_major)
         elif winograd:
             step = WinogradUpdateStep(self.update_block, context, y_major)
         else:
-            step = functools.partial(self.update_block.step, plans=self.update_block.plan(context))
+            step = functools.partial(self.update_block.step, plans=self.update_block.plan(context), corr_y_major=y_major)
 
         batch, _, height, width = fmap1.shape
         coords0 = coordinate_grid(batch, height, width, image1.device)

@@ -240,9 +240,10 @@ class UpdateBlock(nn.Module):
         return self.gru.plan(context)
 
     def step(
-        self, hidden: torch.Tensor, plans: list[GRUPlan], corr: torch.Tensor, flow: torch.Tensor
+        self, hidden: torch.Tensor, plans: list[GRUPlan], corr: torch.Tensor, flow: torch.Tensor, corr_y_major: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`forward` with the context prepared by :meth:`plan`."""
-        motion = self.motion_encoder(flow, corr)
+        """:meth:`forward` with the context prepared by :meth:`plan`; ``corr_y_major`` as for
+        :meth:`MotionEncoder.branches`."""
+        motion = self.motion_encoder(flow, corr, corr_y_major=corr_y_major)
         hidden = self.gru.step(hidden, motion, plans)
         return hidden, self.flow_head.step(hidden), motion

@@ -215,11 +215,11 @@ def _limbed_shape(rng: np.random.Generator, size: float) -> np.ndarray:
     width = max(1.2, size * rng.uniform(0.012, 0.05))
     legs = rng.random() < 0.5
     heading = rng.uniform(0.0, 2.0 * np.pi)
+    along, across = np.array([np.cos(heading), np.sin(heading)]), np.array([-np.sin(heading), np.cos(heading)])
     for _ in range(int(rng.integers(2, 7))):
         if legs:  # roots spread along the body's side, tips all pointing one way
             angle = heading + rng.normal(0.0, 0.15)
-            across = np.array([-np.sin(heading), np.cos(heading)])
-            start = centre + across * rng.uniform(-body, body) + 0.5 * body * np.array([np.cos(heading), np.sin(heading)])
+            start = centre + across * rng.uniform(-body, body) + 0.5 * body * along
             _fill_segment(canvas, centre, start, width)  # a rail from the body, so no leg floats free
         else:
             angle = rng.uniform(0.0, 2.0 * np.pi)

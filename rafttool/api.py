@@ -281,11 +281,11 @@ class FlowEngine:
 def default_precision(model: str, device: torch.device, bundled: bool) -> Literal["fp32", "int8", "bf16"]:
     """What a pass computes in unless told otherwise. Reduced precision only for the bundled
     weights, each measured before it ships to keep the EPE within 2% of fp32 (weights/README.md),
-    and only on a CPU where it is the faster one: bf16 for RAFT-large on CPUs with AMX (its wide
-    encoders run 2.8x faster there than in fp32, and faster than in int8, whose AMX kernels moved
-    large8's KITTI EPE by 3.4%); int8 on CPUs with VNNI but no AMX (there large8's EPE stayed
-    within 0.3% of fp32 on every family) and for RAFT-small (its narrow encoders gain nothing
-    from bf16). Weights given by the user run fp32: the original's numbers."""
+    and only on a CPU where it is the faster one: bf16 for RAFT-large where bf16 is timed fast
+    (AMX: its wide encoders run 2.8x faster than in fp32, and faster than in int8, whose AMX
+    kernels moved large8's KITTI EPE by 3.4%; on the AMD EPYC its convolutions run 2x faster); int8 elsewhere on CPUs with
+    VNNI (on the EPYC's VNNI kernels large8's EPE stayed within 0.3% of fp32 on every family)
+    and for RAFT-small (its narrow encoders gain nothing from bf16). Weights given by the user run fp32: the original's numbers."""
     if not bundled or device.type != "cpu":
         return "fp32"
     if model == "large" and fast_bf16():

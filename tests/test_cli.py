@@ -450,13 +450,14 @@ def test_info_on_weights_video_folder_and_image(assets: Path) -> None:
     assert (image["kind"], image["width"], image["height"], image["channels"]) == ("image", 200, 144, 3)
 
 
-@pytest.mark.parametrize(("amx", "extra", "hinted"), [(True, [], True), (True, ["--half"], False), (False, [], False)])
-def test_raft_large_in_fp32_on_an_amx_cpu_gets_a_hint_about_half(
-    tmp_path: Path, pair: list[str], monkeypatch: pytest.MonkeyPatch, amx: bool, extra: list[str], hinted: bool
+@pytest.mark.parametrize(("fast", "extra", "hinted"), [(True, [], True), (True, ["--half"], False), (False, [], False)])
+def test_raft_large_in_fp32_on_a_fast_bf16_cpu_gets_a_hint_about_half(
+    tmp_path: Path, pair: list[str], monkeypatch: pytest.MonkeyPatch, fast: bool, extra: list[str], hinted: bool
 ) -> None:
     torch.manual_seed(0)
     save_weights(tmp_path / "large.pt", build_model("large"))
-    monkeypatch.setattr("rafttool.cli.common.fast_bf16", lambda: amx)
+    monkeypatch.setattr("rafttool.cli.common.fast_bf16", lambda: fast)
     result = ok(raft("flow", *pair, "-o", tmp_path / "out.flo", "--weights", tmp_path / "large.pt", "--iters", "1", *extra))
-    assert ("--half (bf16) runs RAFT-large about twice as fast" in result.stderr) == hinted, result.stderr
+    note = " ".join(result.stderr.split())  # the console wraps long lines
+    assert ("--half (bf16) runs RAFT-large faster (2x with AMX, 1.2x on an AMD EPYC)" in note) == hinted, result.stderr
     assert (tmp_path / "out.flo").exists() and result.stdout == ""

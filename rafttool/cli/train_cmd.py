@@ -82,7 +82,7 @@ def train_command(
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate of the one-cycle schedule.")] = 4e-4,
     bf16: Annotated[
         Optional[bool],
-        typer.Option("--bf16/--fp32", help="bf16 autocast (correlation in fp32). Default: bf16 on GPUs and on CPUs with AMX, where it is faster; fp32 elsewhere.", show_default=False),
+        typer.Option("--bf16/--fp32", help="bf16 autocast (correlation in fp32). Default: bf16 on GPUs and on CPUs where it is timed faster; fp32 elsewhere.", show_default=False),
     ] = None,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data-generation processes.")] = 1,
     threads: Annotated[int, typer.Option("--threads", min=0, help="Torch threads (0: torch's default); 1 on busy machines.")] = 0,

@@ -2,8 +2,8 @@
 
 The refinement iterations are most of a RAFT-small pass, and most of an iteration is the GRU's
 gate convolutions and the flow head's first convolution. On a CPU with VNNI (AVX512-VNNI or
-AVX-VNNI), oneDNN runs those in int8 about four times faster than in fp32, where bf16 is
-*slower* than fp32 (no AMX). So :class:`Int8UpdateStep` runs those and the motion encoder's
+AVX-VNNI), oneDNN runs those in int8 about four times faster than in fp32, and on the Intel
+Xeons without AMX bf16 is *slower* than fp32. So :class:`Int8UpdateStep` runs those and the motion encoder's
 last convolution in int8 and keeps the rest in fp32: the encoders, the motion encoder's narrow
 first convolutions, and the two raw flow channels of the GRU input, whose range (hundreds of px)
 would crush everything else in a shared int8 scale. Inputs that come from different places

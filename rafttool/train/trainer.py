@@ -73,9 +73,9 @@ class TrainConfig:
 
 def bf16_trains_faster(device: torch.device) -> bool:
     """Whether bf16 autocast makes a training step faster than fp32 on ``device``: on GPUs with
-    bf16, and on CPUs with AMX (RAFT-small, batch 6, 224x288, 8 iterations: 1.38 s bf16 against
-    2.28 s fp32; on an AVX512-BF16 CPU without AMX bf16 was the slower, 1.76 s against 1.32 s at
-    192x256). `benchmarks/train_step_precision.py` measures it."""
+    bf16, and on CPUs whose bf16 convolutions are timed faster (:func:`~rafttool.engine.cpu.fast_bf16`;
+    with AMX, RAFT-small, batch 6, 224x288, 8 iterations: 1.38 s bf16 against 2.28 s fp32; on an
+    Intel Xeon with AVX512-BF16 but no AMX bf16 was the slower, 1.76 s against 1.32 s at 192x256). `benchmarks/train_step_precision.py` measures it."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and fast_bf16()

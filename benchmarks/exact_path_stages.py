@@ -108,6 +108,9 @@ def main() -> None:
     print(f"{'pass':<22} {total * 1e3:8.1f} ms (median of {args.repeats})")
     for name, seconds in median_times.items():
         print(f"{name:<22} {seconds * 1e3:8.1f} ms  {median_calls[name]:4d} calls  {seconds / total:6.1%}")
+    for key, by_winograd in winograd._route_choices.items():  # the route each layer shape was timed faster by
+        kind, kernel, *shapes, threads = key
+        print(f"{'  route':<22} {kind} {kernel[0]}x{kernel[1]} {shapes}: {'Winograd' if by_winograd else 'direct'}")
     print(f"{'statistics':<22} pass times {', '.join(f'{p[0]:.3f}' for p in passes)} s (spread {statistics.pstdev(p[0] for p in passes) * 1e3:.0f} ms)")
 
 

@@ -37,7 +37,7 @@ from rafttool.engine.cpu import cpu_model, fast_bf16
 from rafttool.engine.int8 import int8_supported
 from rafttool.engine.model import build_model
 from rafttool.engine.weights import bundled_weights, save_weights
-from rafttool.engine.winograd import pays_here as winograd_pays_here
+from rafttool.engine.winograd import route_policy
 from rafttool.io.images import read_image
 from rafttool.train.textures import fractal_noise
 
@@ -370,7 +370,7 @@ class HostInfo:
     # Reduced precisions this CPU runs faster than fp32 (int8 with VNNI, bf16 where timed faster):
     # which of --int8 and --half pays depends on it, and it differs between machines of one cloud.
     fast_precisions: list[str] = field(default_factory=list)
-    winograd: bool = False  # whether the exact path's wide convolutions go by Winograd here (timed)
+    convolutions: str = "direct convolutions"  # how the exact path's wide convolutions are computed here
 
 
 def host_info() -> HostInfo:
@@ -379,7 +379,7 @@ def host_info() -> HostInfo:
     fast = [name for name, fast in (("int8", int8_supported()), ("bf16", fast_bf16())) if fast]
     return HostInfo(
         cpu=cpu, cores=os.cpu_count() or 1, torch=torch.__version__, threads=torch.get_num_threads(), opencv=cv2.__version__,
-        gpus=gpus, fast_precisions=fast, winograd=winograd_pays_here(),
+        gpus=gpus, fast_precisions=fast, convolutions=route_policy(),
     )  # fmt: skip
 
 

@@ -22,16 +22,26 @@ def winograd_on(monkeypatch):
     monkeypatch.setenv(winograd.SWITCH_VARIABLE, "on")
 
 
-def test_the_route_is_taken_where_it_pays_or_where_told(monkeypatch):
-    assert winograd.pays_here()
-    monkeypatch.setenv(winograd.SWITCH_VARIABLE, "off")
-    assert not winograd.pays_here()
-    with torch.inference_mode():
-        assert not winograd.applies(torch.zeros(1, 8, 4, 4))
+def test_each_layer_takes_the_route_timed_faster_unless_told(monkeypatch):
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.randn(1, 64, 12, 20).contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(winograd, "_route_choices", {})
+    monkeypatch.setattr(winograd, "_trials", {})
     monkeypatch.delenv(winograd.SWITCH_VARIABLE)
-    gain = winograd._measured_gain(torch.get_num_threads())
-    assert 0.05 < gain < 20.0  # a ratio of two timings of the same convolution
-    assert winograd.pays_here() == (gain <= winograd.REQUIRED_GAIN)
+    with torch.inference_mode():
+        expected = conv(x)
+        assert winograd.applies(x)
+        runner = WinogradConvs()
+        for _ in range(2 * (winograd.TRIALS + 1) + 1):  # the routes in turn, then the faster one
+            torch.testing.assert_close(runner(conv, [x]), expected, atol=1e-4, rtol=0)
+        (key, choice), = winograd._route_choices.items()
+        assert key[-1] == torch.get_num_threads() and isinstance(choice, bool)
+        assert winograd._known_route(key[:-1]) is choice
+        assert "timed" in winograd.route_policy()
+        monkeypatch.setenv(winograd.SWITCH_VARIABLE, "off")
+        assert not winograd.applies(x) and winograd._known_route(key[:-1]) is False
+        monkeypatch.setenv(winograd.SWITCH_VARIABLE, "on")
+        assert winograd._known_route(key[:-1]) is True and winograd.route_policy() == "Winograd convolutions"
 
 
 @pytest.mark.parametrize(
@@ -82,7 +92,7 @@ def test_winograd_step_is_the_update_step(size, fits_in_cache, corr_y_major, upd
     with torch.inference_mode():
         expected_hidden, expected_delta, expected_motion = block.step(hidden, block.plan(context), corr, flow)
         hidden_w, delta_w, motion_w = step(hidden, swap_window_axes(corr, window) if corr_y_major else corr, flow)
-    taken = [isinstance(cell, winograd._WinogradCell) for cell in step.cells] + [bool(step.convs.kernels)]
+    taken = [isinstance(cell, winograd._FasterCell) and cell.direct is None for cell in step.cells] + [bool(step.convs.kernels)]
     assert all(taken) if fits_in_cache else not any(taken)
     torch.testing.assert_close(hidden_w, expected_hidden, atol=5e-5, rtol=0)
     torch.testing.assert_close(delta_w, expected_delta, atol=1e-4, rtol=0)

@@ -126,8 +126,7 @@ def describe_host(host: HostInfo) -> str:
     """One line naming the hardware and software the numbers were measured with."""
     gpus = f", GPU: {', '.join(host.gpus)}" if host.gpus else ""
     fast = f" (faster than fp32 here: {', '.join(host.fast_precisions)})" if host.fast_precisions else ""
-    route = "Winograd" if host.winograd else "direct"
-    return f"{host.cpu}{fast}, {host.cores} cores{gpus}; {route} convolutions; torch {host.torch} ({host.threads} threads), OpenCV {host.opencv}"
+    return f"{host.cpu}{fast}, {host.cores} cores{gpus}; {host.convolutions}; torch {host.torch} ({host.threads} threads), OpenCV {host.opencv}"
 
 
 def _check_weights(model: ModelSize, weights: Path | None, random_weights: bool) -> None:

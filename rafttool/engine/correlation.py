@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from rafttool.engine.int8 import int8_weights, to_uint8
 from rafttool.engine.memory import heap_allocations
+from rafttool.engine.onednn import product_into
 
 CorrMode = Literal["auto", "full", "on_demand"]
 CORR_MODES: tuple[str, ...] = ("auto", "full", "on_demand")
@@ -265,14 +266,15 @@ class CorrelationPyramid(_WindowLookup):
 
 def padded_product(f1: torch.Tensor, f2: torch.Tensor, margin: int, workspace: VolumeWorkspace | None = None) -> torch.Tensor:
     """``f1 @ f2`` ((B, P, C) @ (B, C, cells)) flat, with ``margin`` zeros at both ends; the
-    product lands in the padded buffer directly, sparing a copy of the volume."""
+    product lands in the padded buffer (by MKL directly, by oneDNN through cache-sized chunks),
+    sparing a copy of the whole volume."""
     batch, pixels, _ = f1.shape
     size = batch * pixels * f2.shape[2]
     total = size + 2 * margin
     buffer = f1.new_empty(total) if workspace is None else workspace.take(total, f1)
     buffer[:margin] = 0
     buffer[size + margin :] = 0
-    torch.bmm(f1, f2, out=buffer[margin : size + margin].view(batch, pixels, -1))
+    product_into(buffer[margin : size + margin].view(batch, pixels, -1), f1, f2)
     return buffer
 
 

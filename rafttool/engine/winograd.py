@@ -6,16 +6,17 @@ taking a tile of the input (the outputs plus the kernel's overhang) and the kern
 where the convolution is an elementwise product. A 3x3 kernel takes 36 products for a 4x4 block
 instead of 144; RAFT-large's 1x5 and 5x1 GRU kernels take 10 for 6 outputs instead of 30. Over
 many channels the elementwise products are independent matrix products (tiles x C_in) @ (C_in x
-C_out) that oneDNN runs at its peak, so the update block's wide convolutions (the GRU gates, the
-flow head, the motion encoder's later layers) take about half the time; so do the mask head's
-and, where their transformed input fits the caches, RAFT-large's encoder layers. The result is
-the same sum (exact in exact arithmetic); in fp32 it differs from the direct convolution by 1e-5
-to 1e-4 of the output's range, which the exact path's tolerance (1e-3 px mean) covers many times
-over.
+C_out), one per tile cell, which oneDNN runs near its peak as one grouped 1x1 convolution. Where
+that beats the direct convolution depends on the CPU and the layer, so each layer shape is timed
+both ways on its first calls and then takes the faster route (:func:`_faster_route`). The result
+is the same sum (exact in exact arithmetic); in fp32 it differs from the direct convolution by
+1e-5 to 1e-4 of the output's range, which the exact path's tolerance (1e-3 px mean) covers many
+times over.
 
-Tensors live in the transformed domain as ``(tile cells, tiles, channels)``; a convolution over
-a concatenation is the sum of the convolutions over its parts, so callers can multiply parts by
-their own weights and add them there, before one output transform.
+Tensors live in the transformed domain as ``(tiles, tile cells, channels)``, the layout of a
+channels-last input to that grouped convolution; a convolution over a concatenation is the sum
+of the convolutions over its parts, so callers can multiply parts by their own weights and add
+them there, before one output transform.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ from __future__ import annotations
 import functools
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from rafttool.engine.cpu import best_time
 from rafttool.engine.derived import derived
 from rafttool.engine.matmul_convs import run_direct
+from rafttool.engine.onednn import available as onednn_available, grouped_pointwise
 from rafttool.engine.update import ConvGRUCell, UpdateBlock
 
 OUTPUTS = {1: 1, 3: 4, 5: 6}
@@ -104,30 +106,43 @@ def _output_transform(kernel_size: tuple[int, int], device: torch.device) -> tor
     return torch.kron(down, across)
 
 
-def _transform_tiles(tiles: torch.Tensor, down: torch.Tensor, across: torch.Tensor) -> torch.Tensor:
-    """``down`` and ``across`` applied along the two tile axes of ``tiles`` (cells, N), whose
-    cell index runs across fastest; (new cells, N). One axis after the other: 6 + 6
-    multiply-adds per value of a 6x6 tile instead of the 36 of their Kronecker product (a 3x3
-    kernel's input transform at 55x128, 256 channels: 2.05 against 2.59 ms with 2 threads)."""
-    rows, cols = down.shape[1], across.shape[1]
+def _transform_tiles(windows: torch.Tensor, down: torch.Tensor, across: torch.Tensor) -> torch.Tensor:
+    """``down`` and ``across`` applied along the tile axes of ``windows`` (tiles, tile_h,
+    tile_w, C); (tiles, new cells, C), a tile's cells running across fastest. One axis after the
+    other: 6 + 6 multiply-adds per value of a 6x6 tile instead of the 36 of their Kronecker
+    product (a 3x3 kernel's input transform at 55x128, 256 channels: 2.05 against 2.59 ms with
+    2 threads)."""
+    tiles, rows, cols, channels = windows.shape
     if cols > 1:
-        tiles = torch.matmul(across, tiles.view(rows, cols, -1))  # (rows, new cols, N)
+        windows = torch.matmul(across, windows.reshape(tiles * rows, cols, channels))  # (tiles*rows, new cols, C)
+    windows = windows.reshape(tiles, rows, -1)
     if rows > 1:
-        tiles = torch.mm(down, tiles.reshape(rows, -1))
-    return tiles.view(down.shape[0] * across.shape[0], -1)
+        windows = torch.matmul(down, windows)  # (tiles, new rows, new cols * C)
+    return windows.reshape(tiles, down.shape[0] * across.shape[0], channels)
 
 
 def transform_weight(weight: torch.Tensor) -> torch.Tensor:
-    """A (C_out, C_in, kh, kw) kernel in the transformed domain, as (cells, C_in, C_out) fp32."""
+    """A (C_out, C_in, kh, kw) kernel in the transformed domain, fp32, as the weight of a 1x1
+    convolution with one group per tile cell: (cells * C_out, C_in, 1, 1)."""
     _, kernel_h, _ = _axis_transforms(weight.shape[2])
     _, kernel_w, _ = _axis_transforms(weight.shape[3])
-    transformed = torch.einsum("ai,ocij,bj->abco", kernel_h.to(weight.device), weight.detach().double(), kernel_w.to(weight.device))
-    return transformed.reshape(-1, weight.shape[1], weight.shape[0]).float().contiguous()
+    transformed = torch.einsum("ai,ocij,bj->aboc", kernel_h.to(weight.device), weight.detach().double(), kernel_w.to(weight.device))
+    return transformed.reshape(-1, weight.shape[1], 1, 1).float().contiguous()
+
+
+def _grouped_product(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(tiles, cells, C_in) times a :func:`transform_weight` kernel, cell by cell: (tiles,
+    cells, C_out), as one grouped 1x1 convolution by oneDNN (36 products of 448 x 256 @ 256 x
+    256, 2 threads on an AMD EPYC: 13.0 ms by ``torch.bmm``, whose MKL code runs AVX2 there,
+    6.2 ms this way)."""
+    tiles, cells, channels = values.shape
+    grouped = values.contiguous().view(1, tiles, 1, cells * channels).permute(0, 3, 1, 2)  # channels-last
+    return grouped_pointwise(grouped, weight, cells).permute(0, 2, 3, 1).view(tiles, cells, -1)
 
 
 @dataclass
 class Tiles:
-    """An input in the transformed domain: ``values`` is (cells, batch * tiles, channels), for
+    """An input in the transformed domain: ``values`` is (batch * tiles, cells, channels), for
     a convolution with ``kernel_size`` of a (batch, C, height, width) input."""
 
     values: torch.Tensor
@@ -139,10 +154,8 @@ class Tiles:
     def multiply(self, weight: torch.Tensor, channels: slice = slice(None), accumulate: torch.Tensor | None = None) -> torch.Tensor:
         """The product with a :func:`transform_weight` over ``channels`` of the input, added to
         ``accumulate`` (a product over other channels) when given."""
-        values = self.values[:, :, channels]
-        if accumulate is None:
-            return torch.bmm(values, weight)
-        return torch.baddbmm(accumulate, values, weight)
+        products = _grouped_product(self.values[:, :, channels], weight)
+        return products if accumulate is None else products.add_(accumulate)
 
 
 class TileBuffer:
@@ -184,20 +197,19 @@ class TileBuffer:
         batch, channels, height, width = self.shape
         (tile_h, out_h), (tile_w, out_w) = (_tile_shape(taps) for taps in self.kernel_size)
         windows = self.padded.unfold(1, tile_h, out_h).unfold(2, tile_w, out_w)  # (B, rows, cols, C, tile_h, tile_w)
-        windows = windows.permute(4, 5, 0, 1, 2, 3).reshape(tile_h * tile_w, -1)
+        windows = windows.permute(0, 1, 2, 4, 5, 3).flatten(0, 2)  # (tiles, tile_h, tile_w, C), a view
         (down, _), (across, _) = _axis_matrices(self.kernel_size, self.padded.device)
-        values = _transform_tiles(windows, down, across).view(tile_h * tile_w, -1, channels)
-        return Tiles(values, self.kernel_size, batch, height, width)
+        return Tiles(_transform_tiles(windows, down, across), self.kernel_size, batch, height, width)
 
 
 def untile(products: torch.Tensor, like: Tiles) -> torch.Tensor:
-    """Transformed-domain ``products`` (cells, tiles, C_out) back to a (B, C_out, H, W) output,
+    """Transformed-domain ``products`` (tiles, cells, C_out) back to a (B, C_out, H, W) output,
     channels-last, for the geometry of ``like``."""
     (_, out_h), (_, out_w) = _tile_shape(like.kernel_size[0]), _tile_shape(like.kernel_size[1])
     rows, cols = _grid(like.kernel_size, like.height, like.width)
     out_channels = products.shape[2]
-    blocks = torch.mm(_output_transform(like.kernel_size, products.device), products.view(products.shape[0], -1))
-    blocks = blocks.view(out_h, out_w, like.batch, rows, cols, out_channels).permute(2, 3, 0, 4, 1, 5)
+    blocks = torch.matmul(_output_transform(like.kernel_size, products.device), products)  # (tiles, outputs, C_out)
+    blocks = blocks.view(like.batch, rows, cols, out_h, out_w, out_channels).permute(0, 1, 3, 2, 4, 5)
     out = blocks.reshape(like.batch, rows * out_h, cols * out_w, out_channels)
     return out[:, : like.height, : like.width].permute(0, 3, 1, 2)
 
@@ -256,47 +268,73 @@ def worthwhile(conv: nn.Conv2d) -> bool:
 
 
 SWITCH_VARIABLE = "RAFTTOOL_WINOGRAD"
-"""Environment variable that settles :func:`pays_here` without timing: ``on`` or ``off``
-(anything else, or unset: measure)."""
-REQUIRED_GAIN = 0.85
-"""Winograd must take at most this share of the direct convolution's time to be used: where the
-two are close, the direct one's rounding (the original's) is worth more than a few percent."""
+"""Environment variable that settles the route without timing: ``on`` (Winograd wherever this
+module computes a layer) or ``off`` (never); anything else, or unset: timed per layer."""
+REQUIRED_GAIN = 0.9
+"""Winograd must take at most this share of the direct route's time to be used: where the two
+are close, the direct one's rounding (the original's) is worth more than a few percent."""
+
+TRIALS = 2
+"""Timed calls per route before a layer shape's route is settled (after one untimed each)."""
+
+_route_choices: dict[tuple[object, ...], bool] = {}
+"""Whether Winograd won, by layer shape and thread count, for the rest of the process."""
+_trials: dict[tuple[object, ...], tuple[list[float], list[float]]] = {}
+"""Seconds per call by Winograd and directly, for layer shapes whose route is not settled yet."""
 
 
-@functools.cache
-def _measured_gain(threads: int) -> float:
-    """Winograd's time over the direct convolution's on a 128-channel 3x3 layer, with ``threads``.
-    It decides per CPU, not per layer: on the 2-core Intel Xeon the route was tuned on (AVX-512,
-    no AMX) such layers took 0.55-0.6 of the direct time, on a 2-core AMD EPYC with full-width
-    AVX-512 1.2-1.35 and RAFT-large's 1x5 gates 1.05-1.15 (`benchmarks/winograd_convs.py`): its
-    direct kernels already run near the core's peak, so fewer products do not pay for the
-    transforms' memory traffic."""
-    generator = torch.Generator().manual_seed(0)
-    conv = nn.Conv2d(128, 128, 3, padding=1)
-    x = torch.randn(1, 128, 32, 64, generator=generator).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        weight, buffer = transform_weight(conv.weight), TileBuffer((3, 3))
-        direct = best_time(3, lambda: conv(x))
-        transformed = best_time(3, lambda: convolve([x], weight, (3, 3), conv.bias, buffer))
-    return transformed / direct
+def _switch() -> str:
+    return os.environ.get(SWITCH_VARIABLE, "").strip().lower()
 
 
-def pays_here() -> bool:
-    """Whether this CPU runs RAFT's wide convolutions faster by Winograd's algorithm, timed once
-    per process and thread count (about 50 ms) unless :data:`SWITCH_VARIABLE` settles it."""
-    switch = os.environ.get(SWITCH_VARIABLE, "").strip().lower()
+def route_policy() -> str:
+    """How this process picks between the routes, in words (for benchmark tables)."""
+    if not onednn_available() or _switch() == "off":
+        return "direct convolutions"
+    return "Winograd convolutions" if _switch() == "on" else "Winograd convolutions where timed faster"
+
+
+def _faster_route(key: tuple[object, ...], winograd: Callable[[], torch.Tensor], direct: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``winograd()`` or ``direct()``, which compute the same thing up to rounding: the one that
+    runs faster for this ``key`` (a layer's shapes) with this many threads. The first calls of a
+    key alternate between the routes and time them (one untimed call each for kernel transforms,
+    buffers and oneDNN primitives, then :data:`TRIALS` timed ones); from then on the faster one
+    is taken, so finding out costs no extra work. Which route wins differs by CPU and by layer:
+    on the 2-core AMD EPYC, RAFT-large's 256-channel 1x5 gates take 0.68 of the direct time,
+    RAFT-small's 178 -> 192 3x3 gates 0.92, its 96 -> 128 flow head 1.25
+    (`benchmarks/winograd_convs.py --threads 2`); on the Intel Xeon the route was first tuned on,
+    128-channel 3x3 layers took 0.55-0.6."""
+    choice = _known_route(key)
+    if choice is not None:
+        return winograd() if choice else direct()
+    settled = (*key, torch.get_num_threads())
+    by_winograd, by_direct = _trials.setdefault(settled, ([], []))
+    take_winograd = len(by_winograd) <= len(by_direct)
+    start = time.perf_counter()
+    out = winograd() if take_winograd else direct()
+    (by_winograd if take_winograd else by_direct).append(time.perf_counter() - start)
+    if len(by_direct) > TRIALS:
+        _route_choices[settled] = min(by_winograd[1:]) <= REQUIRED_GAIN * min(by_direct[1:])
+        del _trials[settled]
+    return out
+
+
+def _known_route(key: tuple[object, ...]) -> bool | None:
+    """Whether :func:`_faster_route` takes Winograd for ``key``, or None while untimed."""
+    switch = _switch()
     if switch in ("on", "off"):
         return switch == "on"
-    return _measured_gain(torch.get_num_threads()) <= REQUIRED_GAIN
+    return _route_choices.get((*key, torch.get_num_threads()))
 
 
 def applies(x: torch.Tensor) -> bool:
     """Whether a convolution of ``x`` may take the Winograd route: CPU inference, no autograd,
     no autocast (the transforms would amplify bf16 rounding), not while ``torch.compile``
-    traces it (the compiler fuses the plain layers its own way), and only where it pays."""
+    traces it (the compiler fuses the plain layers its own way), and oneDNN at hand for the
+    products (each layer then goes the way it is timed faster, :func:`_faster_route`)."""
     return (
         x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling() and pays_here()
+        and not torch.compiler.is_compiling() and onednn_available() and _switch() != "off"
     )  # fmt: skip
 
 
@@ -318,7 +356,8 @@ class WinogradConvs:
             weight = derived(conv, "winograd", [conv.weight], lambda: transform_weight(conv.weight))
             self.kernels[conv] = (weight, TileBuffer(conv.kernel_size))  # type: ignore[arg-type]
         weight, buffer = self.kernels[conv]
-        return convolve(parts, weight, buffer.kernel_size, conv.bias, buffer)
+        key = ("conv", conv.kernel_size, conv.out_channels, tuple(part.shape for part in parts))
+        return _faster_route(key, lambda: convolve(parts, weight, buffer.kernel_size, conv.bias, buffer), lambda: run_direct(conv, parts))
 
 
 class _WinogradCell:
@@ -348,6 +387,23 @@ class _WinogradCell:
         return torch.lerp(h, q, z, out=q)
 
 
+class _FasterCell:
+    """:meth:`ConvGRUCell.step` for ``context`` by :class:`_WinogradCell` or directly, whichever
+    :func:`_faster_route` picks for the cell's shapes; only the routes it may take are built."""
+
+    def __init__(self, cell: ConvGRUCell, context: torch.Tensor) -> None:
+        self.key = ("gru", cell.convz.kernel_size, cell.convz.in_channels, cell.convz.out_channels, tuple(context.shape))
+        choice = _known_route(self.key)
+        self.winograd = None if choice is False else _WinogradCell(cell, context)
+        self.direct = None if choice is True else functools.partial(ConvGRUCell.step, plan=cell.plan(context))
+
+    def __call__(self, h: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        if self.winograd is None or self.direct is None:
+            return (self.winograd or self.direct)(h, motion)  # type: ignore[misc]
+        winograd, direct = self.winograd, self.direct
+        return _faster_route(self.key, lambda: winograd(h, motion), lambda: direct(h, motion))
+
+
 def _transformed_gates(cell: ConvGRUCell, context_channels: int) -> tuple[torch.Tensor, ...]:
     """A cell's :meth:`~ConvGRUCell.gate_weights`, transformed: (z and r gates, the candidate's
     share over h, its share over the motion features, all gates' over the context, biases)."""
@@ -371,7 +427,7 @@ class WinogradUpdateStep:
         for cell in block.gru.cells:
             inputs = cell.convz.in_channels - context.shape[1]
             if fits(context.shape, max(inputs, context.shape[1]), cell.convz.kernel_size):  # type: ignore[arg-type]
-                self.cells.append(_WinogradCell(cell, context))
+                self.cells.append(_FasterCell(cell, context))
             else:
                 self.cells.append(functools.partial(ConvGRUCell.step, plan=cell.plan(context)))
         self.convs = WinogradConvs()

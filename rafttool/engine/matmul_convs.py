@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rafttool.engine.onednn import linear
+
 ConvRunner = Callable[[nn.Conv2d, Sequence[torch.Tensor]], torch.Tensor]
 """Applies a convolution to the channel-wise concatenation of some tensors. Inference on a CPU
 passes its own (:class:`~rafttool.engine.winograd.WinogradConvs`) to the update block to run the
@@ -29,7 +31,9 @@ def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor | None
 
     With more than one thread PyTorch hands 1x1 convolutions to oneDNN, which runs the encoders'
     narrow ones (8-64 channels) at about half the speed of the product (2 threads, 220x512:
-    8 -> 32 channels 1.87 vs 0.81 ms, 32 -> 8 1.52 vs 0.49 ms). Anything else is convolved.
+    8 -> 32 channels 1.87 vs 0.81 ms, 32 -> 8 1.52 vs 0.49 ms). A channels-last product goes
+    through :func:`~rafttool.engine.onednn.linear` (oneDNN's GEMM where it outruns MKL's).
+    Anything else is convolved.
     """
     weight = conv.weight if weight is None else weight
     pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.groups == 1
@@ -39,14 +43,12 @@ def pointwise_conv(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor | None
     _, channels, height, width = x.shape
     weight = weight.view(conv.out_channels, channels)
     if x.is_contiguous():  # out (C_out, pixels) = weight @ x (C_in, pixels)
-        left, right, shape = weight, x.view(channels, height * width), (1, -1, height, width)
-        bias = None if conv.bias is None else conv.bias.unsqueeze(1)
-    else:  # channels-last: out (pixels, C_out) = x (pixels, C_in) @ weight.T
-        left, right, shape = x.permute(0, 2, 3, 1).reshape(height * width, channels), weight.t(), (1, height, width, -1)
-        bias = conv.bias
-    out = torch.mm(left, right) if bias is None else torch.addmm(bias, left, right)
-    out = out.view(shape)
-    return out if x.is_contiguous() else out.permute(0, 3, 1, 2)
+        left, right = weight, x.view(channels, height * width)
+        out = torch.mm(left, right) if conv.bias is None else torch.addmm(conv.bias.unsqueeze(1), left, right)
+        return out.view(1, -1, height, width)
+    # channels-last: out (pixels, C_out) = x (pixels, C_in) @ weight.T
+    out = linear(x.permute(0, 2, 3, 1).reshape(height * width, channels), weight, conv.bias)
+    return out.view(1, height, width, -1).permute(0, 3, 1, 2)
 
 
 def conv_to_few_channels(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

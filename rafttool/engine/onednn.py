@@ -66,11 +66,21 @@ def products_pay() -> bool:
     return available() and _product_gain(torch.get_num_threads()) <= REQUIRED_GAIN
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for a 2-D fp32 ``x``, by oneDNN where :func:`products_pay`,
+    no gradient is wanted and ``torch.compile`` is not tracing (the 1x1 convolutions of
+    channels-last inference)."""
+    wants_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    if x.device.type != "cpu" or x.dtype != torch.float32 or wants_grad or torch.compiler.is_compiling() or not products_pay():
+        return torch.nn.functional.linear(x, weight, bias)
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
+
+
 def product_into(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """``out`` (B, M, N) = ``left`` (B, M, K) @ ``right`` (B, K, N) in fp32, by oneDNN on a CPU
     where it outruns MKL (:func:`products_pay`) and no gradient is wanted, else ``torch.bmm``."""
     wants_grad = torch.is_grad_enabled() and (left.requires_grad or right.requires_grad)
-    if out.device.type != "cpu" or out.dtype != torch.float32 or wants_grad or not products_pay():
+    if out.device.type != "cpu" or out.dtype != torch.float32 or wants_grad or torch.compiler.is_compiling() or not products_pay():
         return torch.bmm(left, right, out=out)
     for batch in range(out.shape[0]):
         _rows_into(out[batch], left[batch], right[batch].t().contiguous())

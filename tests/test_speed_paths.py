@@ -267,7 +267,7 @@ def test_a_sequence_encodes_each_frame_once_and_matches_pairwise_flow():
         for i, output in enumerate(cold):
             torch.testing.assert_close(output.flow, model(frames[i], frames[i + 1], iters=3).flow, atol=1e-4, rtol=0)
         second = model(frames[1], frames[2], iters=3, flow_init=forward_project(warm[0].low_res_flow))
-    torch.testing.assert_close(warm[0].flow, cold[0].flow, atol=1e-4, rtol=0)  # layers may change route once timed
+    torch.testing.assert_close(warm[0].flow, cold[0].flow)
     torch.testing.assert_close(warm[1].flow, second.flow, atol=1e-4, rtol=0)
 
 

@@ -274,13 +274,8 @@ REQUIRED_GAIN = 0.9
 """Winograd must take at most this share of the direct route's time to be used: where the two
 are close, the direct one's rounding (the original's) is worth more than a few percent."""
 
-TRIALS = 2
-"""Timed calls per route before a layer shape's route is settled (after one untimed each)."""
-
 _route_choices: dict[tuple[object, ...], bool] = {}
 """Whether Winograd won, by layer shape and thread count, for the rest of the process."""
-_trials: dict[tuple[object, ...], tuple[list[float], list[float]]] = {}
-"""Seconds per call by Winograd and directly, for layer shapes whose route is not settled yet."""
 
 
 def _switch() -> str:
@@ -296,27 +291,25 @@ def route_policy() -> str:
 
 def _faster_route(key: tuple[object, ...], winograd: Callable[[], torch.Tensor], direct: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``winograd()`` or ``direct()``, which compute the same thing up to rounding: the one that
-    runs faster for this ``key`` (a layer's shapes) with this many threads. The first calls of a
-    key alternate between the routes and time them (one untimed call each for kernel transforms,
-    buffers and oneDNN primitives, then :data:`TRIALS` timed ones); from then on the faster one
-    is taken, so finding out costs no extra work. Which route wins differs by CPU and by layer:
-    on the 2-core AMD EPYC, RAFT-large's 256-channel 1x5 gates take 0.68 of the direct time,
-    RAFT-small's 178 -> 192 3x3 gates 0.92, its 96 -> 128 flow head 1.25
-    (`benchmarks/winograd_convs.py --threads 2`); on the Intel Xeon the route was first tuned on,
-    128-channel 3x3 layers took 0.55-0.6."""
+    runs faster for this ``key`` (a layer's shapes) with this many threads. The first call of a
+    key runs each route once untimed (kernel transforms, buffers, oneDNN primitives) and once
+    timed, on the real input, and returns the winner's result, so that a pass computes the
+    same numbers whether or not it was the first: three extra convolutions per layer shape and
+    process. Which route wins differs by CPU and by layer: on the 2-core AMD EPYC, RAFT-large's
+    256-channel 1x5 gates take 0.68 of the direct time, RAFT-small's 178 -> 192 3x3 gates 0.92,
+    its 96 -> 128 flow head 1.25 (`benchmarks/winograd_convs.py --threads 2`); on the Intel Xeon
+    the route was first tuned on, 128-channel 3x3 layers took 0.55-0.6."""
     choice = _known_route(key)
     if choice is not None:
         return winograd() if choice else direct()
-    settled = (*key, torch.get_num_threads())
-    by_winograd, by_direct = _trials.setdefault(settled, ([], []))
-    take_winograd = len(by_winograd) <= len(by_direct)
+    winograd(), direct()
     start = time.perf_counter()
-    out = winograd() if take_winograd else direct()
-    (by_winograd if take_winograd else by_direct).append(time.perf_counter() - start)
-    if len(by_direct) > TRIALS:
-        _route_choices[settled] = min(by_winograd[1:]) <= REQUIRED_GAIN * min(by_direct[1:])
-        del _trials[settled]
-    return out
+    by_winograd = winograd()
+    middle = time.perf_counter()
+    by_direct = direct()
+    choice = middle - start <= REQUIRED_GAIN * (time.perf_counter() - middle)
+    _route_choices[(*key, torch.get_num_threads())] = choice
+    return by_winograd if choice else by_direct
 
 
 def _known_route(key: tuple[object, ...]) -> bool | None:

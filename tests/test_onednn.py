@@ -46,3 +46,13 @@ def test_grouped_pointwise_is_the_grouped_convolution():
         for threads in (1, torch.get_num_threads()):
             torch.set_num_threads(threads)
             torch.testing.assert_close(onednn.grouped_pointwise(x, weight, 3), F.conv2d(x, weight, groups=3), atol=1e-5, rtol=1e-5)
+
+
+def test_linear_is_pytorch_s_linear(monkeypatch):
+    monkeypatch.setattr(onednn, "products_pay", lambda: True)
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(9, 30, generator=generator).t()  # (30, 9), not contiguous
+    weight, bias = torch.randn(5, 9, generator=generator), torch.randn(5, generator=generator)
+    with torch.inference_mode():
+        for b in (bias, None):
+            torch.testing.assert_close(onednn.linear(x, weight, b), F.linear(x, weight, b), atol=1e-5, rtol=1e-5)

@@ -66,21 +66,28 @@ def products_pay() -> bool:
     return available() and _product_gain(torch.get_num_threads()) <= REQUIRED_GAIN
 
 
+def _takes(first: torch.Tensor, *operands: torch.Tensor | None) -> bool:
+    """Whether a product of ``first`` (and ``operands``) goes to oneDNN: fp32 on the CPU, no
+    gradient wanted, ``torch.compile`` not tracing, and :func:`products_pay`."""
+    wants_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (first, *operands))
+    return (
+        first.device.type == "cpu" and first.dtype == torch.float32 and not wants_grad
+        and not torch.compiler.is_compiling() and products_pay()
+    )  # fmt: skip
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` for a 2-D fp32 ``x``, by oneDNN where :func:`products_pay`,
-    no gradient is wanted and ``torch.compile`` is not tracing (the 1x1 convolutions of
-    channels-last inference)."""
-    wants_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    if x.device.type != "cpu" or x.dtype != torch.float32 or wants_grad or torch.compiler.is_compiling() or not products_pay():
+    """``F.linear(x, weight, bias)`` for a 2-D ``x``, by oneDNN where :func:`_takes` it (the 1x1
+    convolutions of channels-last inference)."""
+    if not _takes(x, weight, bias):
         return torch.nn.functional.linear(x, weight, bias)
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
 
 
 def product_into(out: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """``out`` (B, M, N) = ``left`` (B, M, K) @ ``right`` (B, K, N) in fp32, by oneDNN on a CPU
-    where it outruns MKL (:func:`products_pay`) and no gradient is wanted, else ``torch.bmm``."""
-    wants_grad = torch.is_grad_enabled() and (left.requires_grad or right.requires_grad)
-    if out.device.type != "cpu" or out.dtype != torch.float32 or wants_grad or torch.compiler.is_compiling() or not products_pay():
+    """``out`` (B, M, N) = ``left`` (B, M, K) @ ``right`` (B, K, N), by oneDNN where :func:`_takes`
+    it, else ``torch.bmm``."""
+    if not _takes(out, left, right):
         return torch.bmm(left, right, out=out)
     for batch in range(out.shape[0]):
         _rows_into(out[batch], left[batch], right[batch].t().contiguous())

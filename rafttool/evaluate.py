@@ -5,6 +5,9 @@ tables: dense benchmarks (Sintel, Chairs, Things, Middlebury) score every pixel 
 ("EPE all"; Sintel's ``invalid`` masks are not applied) and average EPE over all pixels of the
 family; sparse ones (KITTI, HD1K) score the GT's valid pixels and average EPE per image. Outlier
 rates and Fl-all (error > 3 px and > 5% of the true motion) are pooled over all scored pixels.
+EPE by speed uses the Sintel leaderboard's bands of GT motion (under 10, 10-40, over 40 px), which
+show whether a model fails on the slow majority of pixels or on the fast few; they are pooled over
+pixels in every family.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from rafttool.data.datasets import SPARSE_FAMILIES, FlowSample
 
 Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
 PairCallback = Callable[[FlowSample, dict, np.ndarray, "PairErrors"], None]
+
+# (name, lowest speed, highest speed) in px/frame; a pixel falls in the band with lo <= |gt| < hi.
+SPEED_BANDS: tuple[tuple[str, float, float], ...] = (("s0-10", 0.0, 10.0), ("s10-40", 10.0, 40.0), ("s40+", 40.0, np.inf))
 
 
 @dataclass
@@ -36,6 +42,8 @@ class PairErrors:
     matched_epe_sum: float = 0.0
     unmatched_pixels: int = 0
     unmatched_epe_sum: float = 0.0
+    speed_pixels: tuple[int, ...] = (0,) * len(SPEED_BANDS)
+    speed_epe_sums: tuple[float, ...] = (0.0,) * len(SPEED_BANDS)
     sequence: str = ""
     seconds: float = 0.0
 
@@ -55,6 +63,7 @@ class PairErrors:
         if self.matched_pixels or self.unmatched_pixels:
             row["matched_epe"] = self.matched_epe_sum / max(self.matched_pixels, 1)
             row["unmatched_epe"] = self.unmatched_epe_sum / max(self.unmatched_pixels, 1)
+        row.update(speed_epes([self]))
         return row
 
 
@@ -82,6 +91,8 @@ def pair_errors(
     epe = endpoint_error(prediction, gt)
     magnitude = np.linalg.norm(gt.astype(np.float64), axis=2)
     e = epe[valid]
+    speed = magnitude[valid]
+    bands = [(lo <= speed) & (speed < hi) for _, lo, hi in SPEED_BANDS]
     errors = PairErrors(
         name=name,
         pixels=int(e.size),
@@ -89,7 +100,9 @@ def pair_errors(
         over1=int((e > 1).sum()),
         over3=int((e > 3).sum()),
         over5=int((e > 5).sum()),
-        fl=int(((e > 3) & (e > 0.05 * magnitude[valid])).sum()),
+        fl=int(((e > 3) & (e > 0.05 * speed)).sum()),
+        speed_pixels=tuple(int(band.sum()) for band in bands),
+        speed_epe_sums=tuple(float(e[band].sum()) for band in bands),
         sequence=sequence,
     )
     if occluded is not None:
@@ -98,6 +111,17 @@ def pair_errors(
         errors.matched_pixels, errors.matched_epe_sum = int(matched.sum()), float(epe[matched].sum())
         errors.unmatched_pixels, errors.unmatched_epe_sum = int(unmatched.sum()), float(epe[unmatched].sum())
     return errors
+
+
+def speed_epes(pairs: Sequence[PairErrors]) -> dict[str, float]:
+    """Mean EPE per speed band over the pixels of ``pairs``, as ``{"s0-10_epe": ...}``; a band
+    without pixels is left out rather than reported as 0."""
+    result = {}
+    for index, (name, _, _) in enumerate(SPEED_BANDS):
+        pixels = sum(p.speed_pixels[index] for p in pairs)
+        if pixels:
+            result[f"{name}_epe"] = sum(p.speed_epe_sums[index] for p in pairs) / pixels
+    return result
 
 
 def scored_pixels(sample: FlowSample, data: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -142,6 +166,7 @@ class FamilyResult:
         if matched or unmatched:
             summary["matched_epe"] = sum(p.matched_epe_sum for p in self.pairs) / max(matched, 1)
             summary["unmatched_epe"] = sum(p.unmatched_epe_sum for p in self.pairs) / max(unmatched, 1)
+        summary.update(speed_epes(self.pairs))
         return summary
 
     def by_sequence(self) -> dict[str, FamilyResult]:

@@ -82,6 +82,26 @@ def test_matched_and_unmatched_epe_split_on_the_occlusion_mask() -> None:
     assert summary["epe"] == pytest.approx((12 * 1.0 + 4 * 3.0) / 16)
 
 
+def test_speed_bands_split_pixels_on_gt_magnitude_and_pool_over_pairs() -> None:
+    """Sintel's s0-10 / s10-40 / s40+: band edges go to the faster band, sums pool across pairs,
+    an empty band is absent rather than 0."""
+    slow = np.zeros((2, 2, 2), np.float32)
+    slow[..., 0] = [[0.0, 9.99], [10.0, 39.0]]  # two slow pixels, two in 10-40
+    fast = np.full((1, 2, 2), 50.0, np.float32)
+    prediction_slow = slow + np.array([1.0, 0.0], np.float32)  # error 1 everywhere
+    prediction_fast = fast + np.array([0.0, 4.0], np.float32)  # error 4
+    first = pair_errors("a", prediction_slow, slow, np.ones((2, 2), bool))
+    assert first.as_dict()["s0-10_epe"] == pytest.approx(1.0)
+    assert "s40+_epe" not in first.as_dict()
+    second = pair_errors("b", prediction_fast, fast, np.ones((1, 2), bool))
+    summary = FamilyResult("s", "sintel", [first, second]).summary()
+    assert first.speed_pixels == (2, 2, 0) and second.speed_pixels == (0, 0, 2)
+    assert summary["s0-10_epe"] == pytest.approx(1.0)
+    assert summary["s10-40_epe"] == pytest.approx(1.0)
+    assert summary["s40+_epe"] == pytest.approx(4.0)
+    assert summary["epe"] == pytest.approx((4 * 1.0 + 2 * 4.0) / 6)
+
+
 def test_dense_benchmarks_score_all_pixels_sparse_ones_the_valid_flag() -> None:
     flow = np.zeros((2, 2, 2), np.float32)
     valid = np.array([[True, False], [True, True]])  # Sintel: outside the 'invalid' mask
@@ -204,6 +224,10 @@ def test_eval_cli_tables_markdown_and_error_maps(fake: tuple[Path, dict[bytes, n
 
     table = raft("eval", root, "-m", "dis-ultrafast", "--families", "kitti-2015", "--per-sequence")
     assert table.exit_code == 0 and "kitti-2015: 2 pairs, per sequence" in table.stdout
+
+    by_speed = raft("eval", root, "-m", "dis-ultrafast", "--families", "kitti-2012", "--markdown", "--by-speed")
+    assert by_speed.exit_code == 0, by_speed.output
+    assert "| method | EPE | 1px | 3px | 5px | Fl-all | s0-10 | s10-40 | s40+ | s/pair |" in by_speed.stdout
 
 
 def test_eval_cli_errors_and_missing_contrib(fake: tuple[Path, dict[bytes, np.ndarray]], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,7 +38,7 @@ from rafttool.cli.common import (
 )
 from rafttool.cli.tables import markdown_table, rich_table
 from rafttool.data.datasets import SPARSE_FAMILIES, FlowSample, detect_datasets
-from rafttool.evaluate import FamilyResult, PairErrors, Predictor, evaluate_methods, scored_pixels, with_gt
+from rafttool.evaluate import SPEED_BANDS, FamilyResult, PairErrors, Predictor, evaluate_methods, scored_pixels, with_gt
 from rafttool.io.images import write_image
 from rafttool.viz.error_map import error_mosaic
 
@@ -50,6 +50,8 @@ EXAMPLES = """\
   raft eval Sintel/training --families sintel-final --per-sequence --max-pairs 50
 
   raft eval KITTI/ --weights raft-things.pth --markdown > kitti.md
+
+  raft eval data/ --method raft --method dis --by-speed
 
   raft eval data/ --method dis --save-errors errors/ --json > results.jsonl
 
@@ -77,6 +79,7 @@ BASE_COLUMNS: list[Column] = [
 ]
 FL_COLUMN: Column = ("Fl-all", "fl", _percent)
 OCCLUSION_COLUMNS: list[Column] = [("matched", "matched_epe", _fixed(2)), ("unmatched", "unmatched_epe", _fixed(2))]
+SPEED_COLUMNS: list[Column] = [(name, f"{name}_epe", _fixed(2)) for name, _, _ in SPEED_BANDS]
 TIME_COLUMN: Column = ("s/pair", "seconds_per_pair", _fixed(3))
 
 
@@ -100,12 +103,14 @@ def select_splits(splits: dict[str, list[FlowSample]], families: str | None, max
     return selected
 
 
-def _columns(family: str, summaries: Sequence[dict[str, float]]) -> list[Column]:
+def _columns(family: str, summaries: Sequence[dict[str, float]], by_speed: bool) -> list[Column]:
     columns = list(BASE_COLUMNS)
     if family in SPARSE_FAMILIES:
         columns.append(FL_COLUMN)
     if any("matched_epe" in s for s in summaries):
         columns += OCCLUSION_COLUMNS
+    if by_speed:
+        columns += SPEED_COLUMNS
     return columns + [TIME_COLUMN]
 
 
@@ -113,8 +118,9 @@ def _cells(summary: dict[str, float], columns: list[Column]) -> list[str]:
     return [fmt(summary[key]) if key in summary else "-" for _, key, fmt in columns]
 
 
-def table_rows(methods: dict[str, FamilyResult], per_sequence: bool) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of one split's table: a row per method, or per sequence and method."""
+def table_rows(methods: dict[str, FamilyResult], per_sequence: bool, by_speed: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one split's table: a row per method, or per sequence and method;
+    ``by_speed`` adds EPE per band of GT speed."""
     first = next(iter(methods.values()))
     if per_sequence:
         groups = [(seq, name, part) for name, result in methods.items() for seq, part in result.by_sequence().items()]
@@ -124,7 +130,7 @@ def table_rows(methods: dict[str, FamilyResult], per_sequence: bool) -> tuple[li
     else:
         labelled = [([name], result.summary()) for name, result in methods.items()]
         header = ["method"]
-    columns = _columns(first.family, [summary for _, summary in labelled])
+    columns = _columns(first.family, [summary for _, summary in labelled], by_speed)
     rows = [labels + ([str(int(s["pairs"]))] if per_sequence else []) + _cells(s, columns) for labels, s in labelled]
     return header + [title for title, _, _ in columns], rows
 
@@ -168,6 +174,9 @@ def evaluate(
     ] = None,
     max_pairs: Annotated[Optional[int], typer.Option("--max-pairs", min=1, help="At most N pairs per split (quick runs).", show_default=False)] = None,
     per_sequence: Annotated[bool, typer.Option("--per-sequence", help="Also break each split down by sequence.")] = False,
+    by_speed: Annotated[
+        bool, typer.Option("--by-speed", help="Also show EPE by GT speed: under 10, 10-40 and over 40 px (Sintel's bands; always in --json).")
+    ] = False,
     markdown: Annotated[bool, typer.Option("--markdown", help="Markdown tables on stdout, for reports.")] = False,
     save_errors: Annotated[
         Optional[Path], typer.Option("--save-errors", help="Write a per-pair error mosaic PNG into this folder.", show_default=False)
@@ -227,7 +236,7 @@ def evaluate(
     for split, methods in results.items():
         tables = [False, True] if per_sequence else [False]
         for by_sequence in tables:
-            header, rows = table_rows(methods, by_sequence)
+            header, rows = table_rows(methods, by_sequence, by_speed)
             title, labels = _title(split, methods, by_sequence), 2 if by_sequence else 1
             if markdown:
                 typer.echo(f"**{title}**\n\n{markdown_table(header, rows, labels)}\n")

@@ -382,11 +382,13 @@ class _WinogradCell:
 
 class _FasterCell:
     """:meth:`ConvGRUCell.step` for ``context`` by :class:`_WinogradCell` or directly, whichever
-    :func:`_faster_route` picks for the cell's shapes; only the routes it may take are built."""
+    :func:`_faster_route` picks for the cell's shapes; direct alone where the transformed inputs
+    would not fit the caches. Only the routes it may take are built."""
 
     def __init__(self, cell: ConvGRUCell, context: torch.Tensor) -> None:
         self.key = ("gru", cell.convz.kernel_size, cell.convz.in_channels, cell.convz.out_channels, tuple(context.shape))
-        choice = _known_route(self.key)
+        widest = max(cell.convz.in_channels - context.shape[1], context.shape[1])
+        choice = _known_route(self.key) if fits(context.shape, widest, cell.convz.kernel_size) else False  # type: ignore[arg-type]
         self.winograd = None if choice is False else _WinogradCell(cell, context)
         self.direct = None if choice is True else functools.partial(ConvGRUCell.step, plan=cell.plan(context))
 
@@ -416,13 +418,7 @@ class WinogradUpdateStep:
     def __init__(self, block: UpdateBlock, context: torch.Tensor, corr_y_major: bool = False) -> None:
         self.block = block
         self.corr_y_major = corr_y_major
-        self.cells: list[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = []
-        for cell in block.gru.cells:
-            inputs = cell.convz.in_channels - context.shape[1]
-            if fits(context.shape, max(inputs, context.shape[1]), cell.convz.kernel_size):  # type: ignore[arg-type]
-                self.cells.append(_FasterCell(cell, context))
-            else:
-                self.cells.append(functools.partial(ConvGRUCell.step, plan=cell.plan(context)))
+        self.cells = [_FasterCell(cell, context) for cell in block.gru.cells]
         self.convs = WinogradConvs()
 
     def __call__(self, hidden: torch.Tensor, corr: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 import torch
 
+from rafttool.engine import timing_cache
 from rafttool.engine.model import build_model
 from rafttool.engine.update import UpdateBlock
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_timing_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Timed choices go to a folder of this test session, never to the user's cache."""
+    before = os.environ.get(timing_cache.DIRECTORY_VARIABLE)
+    os.environ[timing_cache.DIRECTORY_VARIABLE] = str(tmp_path_factory.mktemp("timings"))
+    yield
+    if before is None:
+        del os.environ[timing_cache.DIRECTORY_VARIABLE]
+    else:
+        os.environ[timing_cache.DIRECTORY_VARIABLE] = before
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from torch import nn
 
 import rafttool.engine.model as model_module
 import rafttool.engine.winograd as winograd
+from rafttool.engine import timing_cache
 from rafttool.engine.model import build_model
 from rafttool.engine.update import swap_window_axes
 from rafttool.engine.winograd import WinogradConvs, WinogradUpdateStep, convolve, transform_weight, worthwhile
@@ -22,10 +23,11 @@ def winograd_on(monkeypatch):
     monkeypatch.setenv(winograd.SWITCH_VARIABLE, "on")
 
 
-def test_each_layer_takes_the_route_timed_faster_unless_told(monkeypatch):
+def test_each_layer_takes_the_route_timed_faster_unless_told(monkeypatch, tmp_path):
     conv = nn.Conv2d(64, 64, 3, padding=1)
     x = torch.randn(1, 64, 12, 20).contiguous(memory_format=torch.channels_last)
     monkeypatch.setattr(winograd, "_route_choices", {})
+    monkeypatch.setenv(timing_cache.DIRECTORY_VARIABLE, str(tmp_path))
     monkeypatch.delenv(winograd.SWITCH_VARIABLE)
     with torch.inference_mode():
         expected = conv(x)
@@ -41,6 +43,22 @@ def test_each_layer_takes_the_route_timed_faster_unless_told(monkeypatch):
         assert not winograd.applies(x) and winograd._known_route(key[:-1]) is False
         monkeypatch.setenv(winograd.SWITCH_VARIABLE, "on")
         assert winograd._known_route(key[:-1]) is True and winograd.route_policy() == "Winograd convolutions"
+
+
+def test_a_later_process_takes_the_stored_route_without_timing(monkeypatch, tmp_path):
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.randn(1, 64, 12, 20).contiguous(memory_format=torch.channels_last)
+    monkeypatch.setenv(timing_cache.DIRECTORY_VARIABLE, str(tmp_path))
+    monkeypatch.delenv(winograd.SWITCH_VARIABLE)
+    monkeypatch.setattr(winograd, "_route_choices", {})
+    with torch.inference_mode():
+        WinogradConvs()(conv, [x])
+        (key, choice), = winograd._route_choices.items()
+        monkeypatch.setattr(winograd, "_route_choices", {})  # what a new process starts with
+        monkeypatch.setattr(timing_cache, "_loaded", {})
+        monkeypatch.setattr(winograd.time, "perf_counter", lambda: pytest.fail("the stored route was timed again"))
+        WinogradConvs()(conv, [x])
+    assert winograd._route_choices == {key: choice}
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rafttool.engine import timing_cache
 from rafttool.engine.derived import derived
 from rafttool.engine.matmul_convs import run_direct
 from rafttool.engine.onednn import available as onednn_available, grouped_pointwise
@@ -275,7 +276,8 @@ REQUIRED_GAIN = 0.9
 are close, the direct one's rounding (the original's) is worth more than a few percent."""
 
 _route_choices: dict[tuple[object, ...], bool] = {}
-"""Whether Winograd won, by layer shape and thread count, for the rest of the process."""
+"""Whether Winograd won, by layer shape and thread count, for the rest of the process (timed
+here or read from :mod:`~rafttool.engine.timing_cache`)."""
 
 
 def _switch() -> str:
@@ -294,8 +296,8 @@ def _faster_route(key: tuple[object, ...], winograd: Callable[[], torch.Tensor],
     runs faster for this ``key`` (a layer's shapes) with this many threads. The first call of a
     key runs each route once untimed (kernel transforms, buffers, oneDNN primitives) and once
     timed, on the real input, and returns the winner's result, so that a pass computes the
-    same numbers whether or not it was the first: three extra convolutions per layer shape and
-    process. Which route wins differs by CPU and by layer: on the 2-core AMD EPYC, RAFT-large's
+    same numbers whether or not it was the first: three extra convolutions per layer shape,
+    once per machine (the choice is kept on disk, :mod:`~rafttool.engine.timing_cache`). Which route wins differs by CPU and by layer: on the 2-core AMD EPYC, RAFT-large's
     256-channel 1x5 gates take 0.68 of the direct time, RAFT-small's 178 -> 192 3x3 gates 0.92,
     its 96 -> 128 flow head 1.25 (`benchmarks/winograd_convs.py --threads 2`); on the Intel Xeon
     the route was first tuned on, 128-channel 3x3 layers took 0.55-0.6."""
@@ -308,16 +310,29 @@ def _faster_route(key: tuple[object, ...], winograd: Callable[[], torch.Tensor],
     middle = time.perf_counter()
     by_direct = direct()
     choice = middle - start <= REQUIRED_GAIN * (time.perf_counter() - middle)
-    _route_choices[(*key, torch.get_num_threads())] = choice
+    timed = (*key, torch.get_num_threads())
+    _route_choices[timed] = choice
+    timing_cache.remember(_stored_name(timed), choice)
     return by_winograd if choice else by_direct
 
 
+def _stored_name(timed: tuple[object, ...]) -> str:
+    return "winograd " + repr(timed)
+
+
 def _known_route(key: tuple[object, ...]) -> bool | None:
-    """Whether :func:`_faster_route` takes Winograd for ``key``, or None while untimed."""
+    """Whether :func:`_faster_route` takes Winograd for ``key``, or None while untimed here and
+    in earlier processes on this machine (:mod:`~rafttool.engine.timing_cache`)."""
     switch = _switch()
     if switch in ("on", "off"):
         return switch == "on"
-    return _route_choices.get((*key, torch.get_num_threads()))
+    timed = (*key, torch.get_num_threads())
+    if timed not in _route_choices:
+        stored = timing_cache.recall(_stored_name(timed))
+        if stored is None:
+            return None
+        _route_choices[timed] = bool(stored)
+    return _route_choices[timed]
 
 
 def applies(x: torch.Tensor) -> bool:

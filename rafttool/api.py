@@ -26,7 +26,7 @@ from rafttool.engine.int8 import int8_supported
 from rafttool.engine.memory import keep_freed_memory
 from rafttool.engine.model import DEFAULT_TOLERANCES, RAFT, build_model
 from rafttool.engine.warm_start import forward_project
-from rafttool.engine.weights import LoadedWeights, WeightsError, bundled_weights, load_into, read_weights
+from rafttool.engine.weights import DEFAULT_MODEL, LoadedWeights, WeightsError, bundled_weights, load_into, read_weights
 from rafttool.io.images import read_image, to_rgb_uint8
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
@@ -88,7 +88,7 @@ class PairFlow:
 class FlowEngine:
     """A loaded RAFT model on a device, reused for many pairs.
 
-    ``model`` picks the size ('small' or 'large'); ``weights`` a checkpoint of any supported
+    ``model`` picks the size ('small' or 'large'; :data:`~rafttool.engine.weights.DEFAULT_MODEL` unless given); ``weights`` a checkpoint of any supported
     layout (its size wins over ``model``); without ``weights`` the bundled default is used.
     ``half`` runs the network in reduced precision (bf16 on CPU, fp16 on CUDA); the correlation
     volume and coordinates stay fp32. ``None`` (the default) follows :func:`default_precision`.
@@ -114,7 +114,7 @@ class FlowEngine:
 
     def __init__(
         self,
-        model: str = "small",
+        model: str = DEFAULT_MODEL,
         weights: str | os.PathLike | None = None,
         device: str = "auto",
         iters: int = 12,
@@ -332,7 +332,7 @@ def _cached_engine(model: str, weights: str | None, device: str, half: bool | No
 def estimate_flow(
     image1: ImageLike,
     image2: ImageLike,
-    model: str = "small",
+    model: str = DEFAULT_MODEL,
     weights: str | os.PathLike | None = None,
     iters: int = 12,
     device: str = "auto",

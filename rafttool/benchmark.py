@@ -36,7 +36,7 @@ from rafttool.baselines import make_baseline
 from rafttool.engine.cpu import cpu_model, fast_bf16
 from rafttool.engine.int8 import int8_supported
 from rafttool.engine.model import build_model
-from rafttool.engine.weights import bundled_weights, save_weights
+from rafttool.engine.weights import DEFAULT_MODEL, bundled_weights, save_weights
 from rafttool.engine.winograd import route_policy
 from rafttool.io.images import read_image
 from rafttool.train.textures import fractal_noise
@@ -63,7 +63,7 @@ class BenchConfig:
     half: bool | None = None  # None: FlowEngine's default
     int8: bool | None = None  # None: FlowEngine's default
     tolerance: float | str | None = "auto"  # as FlowEngine takes it
-    model: str = "small"
+    model: str = DEFAULT_MODEL
     weights: str | None = None
     random_weights: bool = False
     repeats: int = 5

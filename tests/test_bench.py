@@ -51,7 +51,7 @@ def test_rss_increase_counts_what_is_allocated_after_start() -> None:
 
 
 def test_bench_runs_raft_and_a_baseline_in_fresh_processes() -> None:
-    args = ["bench", "--size", "128x128", "--random-weights", "--iters", "1", "--repeats", "2", "--warmup", "0", "--threads", "1"]
+    args = ["bench", "--size", "128x128", "--random-weights", "--model", "small", "--iters", "1", "--repeats", "2", "--warmup", "0", "--threads", "1"]
     result = runner.invoke(app, [*args, "-m", "raft", "-m", "dis-ultrafast", "--json"])
     assert result.exit_code == 0, result.output
     raft, dis = [json.loads(line) for line in result.stdout.splitlines()]

@@ -21,7 +21,7 @@ from rafttool.engine.reference import ReferenceCorrelation, as_reference, refere
 from rafttool.engine.trace import Trace
 from rafttool.engine.update import FlowHead, swap_window_axes
 from rafttool.engine.warm_start import forward_project
-from rafttool.engine.weights import save_weights
+from rafttool.engine.weights import DEFAULT_MODEL, save_weights
 from rafttool.engine.winograd import SWITCH_VARIABLE
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -273,7 +273,8 @@ def test_a_sequence_encodes_each_frame_once_and_matches_pairwise_flow():
 
 def test_engine_adapts_iterations_by_default_and_reuses_a_video_frame_s_features(tmp_path):
     save_weights(tmp_path / "w.pt", _frozen_flow_head(_model("small")))
-    assert FlowEngine(device="cpu").tolerance == DEFAULT_TOLERANCES["small"]  # the bundled weights' measured default
+    assert FlowEngine(device="cpu").tolerance == DEFAULT_TOLERANCES[DEFAULT_MODEL]  # the bundled weights' measured default
+    assert FlowEngine(model="small", device="cpu").tolerance == DEFAULT_TOLERANCES["small"]
     assert FlowEngine(model="large", device="cpu").tolerance == DEFAULT_TOLERANCES["large"]
     assert FlowEngine(weights=tmp_path / "w.pt", device="cpu").tolerance is None  # a user's: the original's iterations
     engine = FlowEngine(weights=tmp_path / "w.pt", device="cpu", tolerance=DEFAULT_TOLERANCES["small"])

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from rafttool.benchmark import BenchConfig, BenchResult, HostInfo, host_info, run_config
 from rafttool.cli.common import (
+    DEFAULT_SIZE,
     ENGINE_PANEL,
     DebugOption,
     HalfOption,
@@ -165,7 +166,7 @@ def bench(
     ] = False,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch and OpenCV.", show_default="all cores")] = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="A markdown table on stdout, for reports.")] = False,
-    model: ModelOption = ModelSize.small,
+    model: ModelOption = DEFAULT_SIZE,
     weights: WeightsOption = None,
     half: HalfOption = False,
     int8: Int8Option = None,

@@ -32,6 +32,7 @@ from rich.text import Text
 from rafttool.api import FlowEngine
 from rafttool.baselines import canonical_name
 from rafttool.engine.cpu import fast_bf16
+from rafttool.engine.weights import DEFAULT_MODEL
 from rafttool.io.flowfile import SUPPORTED_WRITE_EXTENSIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,6 +48,9 @@ class UsageProblem(ValueError):
 class ModelSize(str, Enum):
     small = "small"
     large = "large"
+
+
+DEFAULT_SIZE = ModelSize(DEFAULT_MODEL)
 
 
 DeviceOption = Annotated[

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from rafttool.baselines import METHOD_NAMES, BaselineUnavailable, make_baseline
 from rafttool.cli.common import (
+    DEFAULT_SIZE,
     DebugOption,
     DeviceOption,
     HalfOption,
@@ -181,7 +182,7 @@ def evaluate(
     save_errors: Annotated[
         Optional[Path], typer.Option("--save-errors", help="Write a per-pair error mosaic PNG into this folder.", show_default=False)
     ] = None,
-    model: ModelOption = ModelSize.small,
+    model: ModelOption = DEFAULT_SIZE,
     weights: WeightsOption = None,
     device: DeviceOption = "auto",
     iters: ItersOption = 12,

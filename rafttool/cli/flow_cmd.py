@@ -18,6 +18,7 @@ import typer
 
 from rafttool.api import PairFlow
 from rafttool.cli.common import (
+    DEFAULT_SIZE,
     BatchOption,
     DebugOption,
     DeviceOption,
@@ -280,7 +281,7 @@ def flow(
     ] = None,
     resize: Annotated[bool, typer.Option("--resize", help="Scale B to A's size when they differ.")] = False,
     batch: BatchOption = 1,
-    model: ModelOption = ModelSize.small,
+    model: ModelOption = DEFAULT_SIZE,
     weights: WeightsOption = None,
     device: DeviceOption = "auto",
     iters: ItersOption = 12,

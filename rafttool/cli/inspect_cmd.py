@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from rafttool.cli.common import (
+    DEFAULT_SIZE,
     DebugOption,
     DeviceOption,
     ItersOption,
@@ -58,7 +59,7 @@ def inspect(
         Optional[str],
         typer.Option("--json", help="Also write the numbers behind the report as JSON to this file, or - for stdout.", show_default=False),
     ] = None,
-    model: ModelOption = ModelSize.small,
+    model: ModelOption = DEFAULT_SIZE,
     weights: WeightsOption = None,
     device: DeviceOption = "auto",
     iters: ItersOption = 12,

@@ -14,6 +14,7 @@ import typer
 
 from rafttool.api import PairFlow
 from rafttool.cli.common import (
+    DEFAULT_SIZE,
     BatchOption,
     DebugOption,
     DeviceOption,
@@ -121,7 +122,7 @@ def video(
     ] = True,
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty output folder (same names are replaced).")] = False,
     batch: BatchOption = 1,
-    model: ModelOption = ModelSize.small,
+    model: ModelOption = DEFAULT_SIZE,
     weights: WeightsOption = None,
     device: DeviceOption = "auto",
     iters: ItersOption = 12,

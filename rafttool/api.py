@@ -89,7 +89,8 @@ class FlowEngine:
     """A loaded RAFT model on a device, reused for many pairs.
 
     ``model`` picks the size ('small' or 'large'; :data:`~rafttool.engine.weights.DEFAULT_MODEL`
-    unless given); ``weights`` a checkpoint of any supported layout (its size wins over ``model``); without ``weights`` the bundled default is used.
+    unless given); ``weights`` a checkpoint of any supported layout (its size wins over
+    ``model``); without ``weights`` the bundled weights of that size are used.
     ``half`` runs the network in reduced precision (bf16 on CPU, fp16 on CUDA); the correlation
     volume and coordinates stay fp32. ``None`` (the default) follows :func:`default_precision`.
 

@@ -25,7 +25,6 @@ from rafttool.cli.common import (
     JsonOption,
     MethodOption,
     ModelOption,
-    ModelSize,
     QuietOption,
     Reporter,
     ToleranceOption,

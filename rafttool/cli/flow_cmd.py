@@ -27,7 +27,6 @@ from rafttool.cli.common import (
     ItersOption,
     JsonOption,
     ModelOption,
-    ModelSize,
     QuietOption,
     Reporter,
     ToleranceOption,

@@ -15,7 +15,6 @@ from rafttool.cli.common import (
     DeviceOption,
     ItersOption,
     ModelOption,
-    ModelSize,
     QuietOption,
     Reporter,
     UsageProblem,

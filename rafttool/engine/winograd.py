@@ -297,8 +297,9 @@ def _faster_route(key: tuple[object, ...], winograd: Callable[[], torch.Tensor],
     key runs each route once untimed (kernel transforms, buffers, oneDNN primitives) and once
     timed, on the real input, and returns the winner's result, so that a pass computes the
     same numbers whether or not it was the first: three extra convolutions per layer shape,
-    once per machine (the choice is kept on disk, :mod:`~rafttool.engine.timing_cache`). Which route wins differs by CPU and by layer: on the 2-core AMD EPYC, RAFT-large's
-    256-channel 1x5 gates take 0.68 of the direct time, RAFT-small's 178 -> 192 3x3 gates 0.92,
+    once per machine (the choice is kept on disk, :mod:`~rafttool.engine.timing_cache`). Which
+    route wins differs by CPU and by layer: on the 2-core AMD EPYC, RAFT-large's 256-channel
+    1x5 gates take 0.68 of the direct time, RAFT-small's 178 -> 192 3x3 gates 0.92,
     its 96 -> 128 flow head 1.25 (`benchmarks/winograd_convs.py --threads 2`); on the Intel Xeon
     the route was first tuned on, 128-channel 3x3 layers took 0.55-0.6."""
     choice = _known_route(key)

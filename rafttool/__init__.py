@@ -7,7 +7,7 @@
 
 from rafttool.api import FlowEngine, FlowResult, estimate_flow
 from rafttool.engine.model import RAFT, raft_large, raft_small
-from rafttool.engine.weights import read_weights, save_weights
+from rafttool.engine.weights import average_weights, read_weights, save_weights
 
-__all__ = ["FlowEngine", "FlowResult", "estimate_flow", "RAFT", "raft_large", "raft_small", "read_weights", "save_weights"]
+__all__ = ["FlowEngine", "FlowResult", "estimate_flow", "RAFT", "raft_large", "raft_small", "average_weights", "read_weights", "save_weights"]
 __version__ = "0.1.0"

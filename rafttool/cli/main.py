@@ -49,6 +49,7 @@ app.command("eval", epilog=eval_cmd.EXAMPLES)(eval_cmd.evaluate)
 app.command("bench", epilog=bench_cmd.EXAMPLES)(bench_cmd.bench)
 app.command("train", epilog=train_cmd.TRAIN_EXAMPLES)(train_cmd.train_command)
 app.command("export", epilog=train_cmd.EXPORT_EXAMPLES)(train_cmd.export_command)
+app.command("average-weights", epilog=train_cmd.AVERAGE_EXAMPLES)(train_cmd.average_command)
 
 if __name__ == "__main__":
     app()

@@ -1,4 +1,4 @@
-"""`raft train` and `raft export`: train RAFT on synthetic or standard data, ship the result."""
+"""`raft train`, `raft export` and `raft average-weights`: train RAFT on synthetic or standard data, ship the result."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rafttool.api import resolve_device
+from rafttool.engine.model import build_model
+from rafttool.engine.weights import average_weights, load_into, save_weights
 from rafttool.cli.common import DebugOption, DeviceOption, ModelOption, ModelSize, QuietOption, Reporter, UsageProblem, fail, reports_errors
 from rafttool.train.run import last_validation, train
 from rafttool.train.synthetic import SyntheticFlowConfig
@@ -174,6 +176,28 @@ def export_command(
     if metrics is not None:
         header["metrics"] = json.loads(metrics.read_text())
     export_checkpoint(run_dir, output, header)
+
+
+@reports_errors
+def average_command(
+    output: Annotated[Path, typer.Argument(help="Weights file to write (rafttool format).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Two or more weights files of one model size, fine-tuned from the same start.")],
+    debug: DebugOption = False,
+) -> None:
+    """Write the uniform average of weights files (a weight soup), with each input's header in its own."""
+    weights = average_weights(inputs)
+    model = load_into(build_model(weights.model), weights)
+    save_weights(output, model, weights.metadata | {"averaged": time.strftime("%Y-%m-%d %H:%M:%S")})
+    typer.echo(f"wrote '{output}': RAFT-{weights.model}, the average of {len(inputs)} files", err=True)
+
+
+AVERAGE_EXAMPLES = """
+Examples:
+
+  raft export runs/stage12 stage12.pt
+  raft average-weights soup.pt weights/raft-large.pt stage12.pt
+  raft eval ../shared/data -m raft --weights soup.pt
+"""
 
 
 EXPORT_EXAMPLES = """

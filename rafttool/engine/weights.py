@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +203,39 @@ def save_weights(path: str | os.PathLike[str], model: RAFT, metadata: Mapping[st
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as temp:
         torch.save(payload, temp)
+
+
+def average_weights(paths: Sequence[str | os.PathLike[str]]) -> LoadedWeights:
+    """The uniform average of several weights files of one model size (a "weight soup").
+
+    Fine-tuning runs that start from the same weights stay in one basin of the loss, so their
+    average is usually at least as good as the best of them and more even across data
+    (Wortsman et al. 2022); averaging unrelated runs gives a broken model, which this cannot
+    detect. Floating-point tensors are averaged in float64; counters (batch-norm step counts)
+    are taken from the first file. The result carries each input's name and header.
+    """
+    if len(paths) < 2:
+        raise WeightsError(f"averaging needs at least two weights files, got {len(paths)}")
+    loaded = [read_weights(path) for path in paths]
+    first = loaded[0]
+    for path, weights in zip(paths[1:], loaded[1:]):
+        if weights.model != first.model:
+            raise WeightsError(f"'{path}' is RAFT-{weights.model} but '{paths[0]}' is RAFT-{first.model}: average weights of one model size")
+        if set(weights.state_dict) != set(first.state_dict):
+            raise WeightsError(f"'{path}' and '{paths[0]}' hold different tensors: average weights of one architecture")
+    averaged: dict[str, torch.Tensor] = {}
+    for key, tensor in first.state_dict.items():
+        if not tensor.is_floating_point():
+            averaged[key] = tensor.clone()
+            continue
+        total = torch.zeros(tensor.shape, dtype=torch.float64)
+        for path, weights in zip(paths, loaded):
+            if weights.state_dict[key].shape != tensor.shape:
+                raise WeightsError(f"'{path}' has {key} of shape {tuple(weights.state_dict[key].shape)}, '{paths[0]}' {tuple(tensor.shape)}")
+            total += weights.state_dict[key].double()
+        averaged[key] = (total / len(loaded)).to(tensor.dtype)
+    sources = [{"file": Path(path).name, "layout": w.layout, "metadata": w.metadata} for path, w in zip(paths, loaded)]
+    return LoadedWeights(first.model, averaged, "rafttool", {"average_of": sources})
 
 
 class NoBundledWeightsError(WeightsError):

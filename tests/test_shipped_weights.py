@@ -39,10 +39,10 @@ def _epe(flow: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> float:
     return float(np.linalg.norm(flow - np.nan_to_num(gt), axis=2)[valid].mean())
 
 
-def _trained_recipes(metadata: dict) -> list[dict]:
+def _training_records(metadata: dict) -> list[dict]:
     """The training records behind a weights file: its own, or those of every file a soup averages."""
     if "average_of" in metadata:
-        return [recipe for source in metadata["average_of"] for recipe in _trained_recipes(source["metadata"])]
+        return [record for source in metadata["average_of"] for record in _training_records(source["metadata"])]
     return [metadata]
 
 
@@ -50,7 +50,7 @@ def _trained_recipes(metadata: dict) -> list[dict]:
 def test_default_weights_ship_with_their_recipe(model):
     weights = read_weights(bundled_weights(model))
     assert weights.layout == "rafttool" and weights.model == model
-    records = _trained_recipes(weights.metadata)
+    records = _training_records(weights.metadata)
     assert records and all(record["steps"] > 0 and record["recipe"]["model"] == model for record in records)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
+import time
 from pathlib import Path
 
 import cv2
@@ -63,6 +65,29 @@ def test_sigterm_stops_training_with_a_checkpoint_of_the_last_step(tmp_path, mon
     assert "terminated at step 3" in result.output and "rerun the same command to resume" in result.output
     assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored once training stops
+
+
+def test_sigterm_to_the_data_workers_too_still_stops_training_cleanly(tmp_path, monkeypatch):
+    """`pkill -f "raft train"` signals the data workers as well: they must outlive the step in
+    progress, so the run ends with its checkpoint instead of failing on a lost worker."""
+    run = tmp_path / "run"
+    step = trainer_module.Trainer.train_step
+
+    def step_then_terminate_all(self, batch):
+        metrics = step(self, batch)
+        if self.step == 1:
+            workers = multiprocessing.active_children()
+            assert workers, "the run should load data in a worker process"
+            for process in [*workers, multiprocessing.current_process()]:
+                os.kill(process.pid, signal.SIGTERM)
+            time.sleep(0.5)  # a worker killed by the signal would be dead by now
+        return metrics
+
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", step_then_terminate_all)
+    args = ["train", "--run-dir", str(run), "--steps", "50", "--batch-size", "1", "--crop", "128x128", "--iters", "1"]
+    result = runner.invoke(app, args + ["--workers", "1", "--checkpoint-minutes", "60", "-q"])
+    assert result.exit_code == 143, result.output
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 2
 
 
 @pytest.mark.parametrize("amx", [False, True], ids=["cpu-without-amx", "cpu-with-amx"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -242,6 +243,7 @@ class Trainer:
             drop_last=True,
             prefetch_factor=4 if self.config.workers else None,
             pin_memory=self.device.type == "cuda",
+            worker_init_fn=_leave_sigterm_to_the_trainer,
         )
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | float]:
@@ -350,6 +352,14 @@ class Trainer:
         finally:
             log.close()
             self.save_checkpoint()
+
+
+def _leave_sigterm_to_the_trainer(worker_id: int) -> None:
+    """Make a data worker ignore SIGTERM, so that ``pkill`` or a session ending, which signal the
+    workers too, stops training gracefully: the trainer finishes its step, writes the checkpoint
+    and shuts the workers down itself. Torch's own handler would kill the worker at once, and the
+    trainer would fail on the lost worker instead. A worker still exits when its trainer dies."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _TimeBudget:

@@ -19,6 +19,7 @@ simply receive different indices.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -82,6 +83,11 @@ class SyntheticFlowConfig:
     # (driving scenes put fast flow at the bottom corners); 0 leaves older sample streams unchanged.
     h_flip_prob: float = 0.0
     v_flip_prob: float = 0.0
+    # Static scenes seen by a camera that only translates sideways: every layer slides along one
+    # direction by its disparity (inverse depth, affine over a slanted plane), nearer layers in
+    # front and faster. Half of them are rectified stereo pairs (horizontal); 0 leaves older sample
+    # streams unchanged.
+    parallax_prob: float = 0.0
     max_flow: float = 400.0  # larger flow is marked invalid, as RAFT's loss does
     length: int = 1_000_000  # nominal epoch size; any index >= 0 is valid
     debug: bool = False  # also return per-frame layer-id maps
@@ -124,12 +130,25 @@ def _random_linear(
     return _rotation(rng.normal(0.0, rot))[:2, :2] @ upper
 
 
-def _heavy_tailed_shift(rng: np.random.Generator, scale: float) -> np.ndarray:
+def _heavy_tailed_magnitude(rng: np.random.Generator, scale: float) -> float:
     probs, lows, highs = zip(*_TRANSLATION_MIXTURE)
     k = rng.choice(len(probs), p=np.asarray(probs))
-    mag = (lows[k] + (highs[k] - lows[k]) * rng.random() ** 2) * scale
+    return float(lows[k] + (highs[k] - lows[k]) * rng.random() ** 2) * scale
+
+
+def _heavy_tailed_shift(rng: np.random.Generator, scale: float) -> np.ndarray:
+    mag = _heavy_tailed_magnitude(rng, scale)
     ang = rng.uniform(0.0, 2.0 * np.pi)
     return mag * np.array([np.cos(ang), np.sin(ang)])
+
+
+def _sliding_plane(direction: np.ndarray, disparity: float, gradient: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Motion of a plane under sideways camera translation: p -> p + d(p) u, where the disparity
+    d(p) = disparity + gradient . (p - centre) is affine because a plane's inverse depth is."""
+    m = np.eye(3)
+    m[:2, :2] += np.outer(direction, gradient)
+    m[:2, 2] = direction * (disparity - gradient @ centre)
+    return m
 
 
 def _pivot_homography(pivot: tuple[float, float], px: float, py: float) -> np.ndarray:
@@ -327,6 +346,8 @@ class SyntheticFlowDataset(Dataset):
 
     def _scene(self, rng: np.random.Generator, hs: float, ws: float) -> list[_Layer]:
         cfg = self.config
+        if cfg.parallax_prob > 0 and rng.random() < cfg.parallax_prob:  # old streams unchanged at 0
+            return self._parallax(rng, hs, ws)
         if rng.random() < cfg.driving_prob:
             layers = self._driving(rng, hs, ws)
         else:
@@ -334,6 +355,38 @@ class SyntheticFlowDataset(Dataset):
         base = layers[0].motion
         n = int(rng.integers(cfg.min_layers, cfg.max_layers + 1))
         layers += [self._object(rng, hs, ws, base) for _ in range(n)]
+        return layers
+
+    def _parallax(self, rng: np.random.Generator, hs: float, ws: float) -> list[_Layer]:
+        """A static layered scene under sideways camera motion (a stereo pair when horizontal).
+
+        Each layer is a slanted plane sliding along one shared direction by its disparity;
+        layers are drawn back to front in order of disparity, so the nearer a layer, the faster
+        it moves and the more it occludes, as parallax has it.
+        """
+        cfg = self.config
+        ds = cfg.displacement_scale
+        angle = rng.choice([0.0, np.pi]) if rng.random() < 0.5 else rng.uniform(0.0, 2.0 * np.pi)
+        direction = np.array([np.cos(angle), np.sin(angle)])
+        far = _heavy_tailed_magnitude(rng, ds)
+        n = int(rng.integers(cfg.min_layers, cfg.max_layers + 1))
+        nearer = np.sort(far + np.array([_heavy_tailed_magnitude(rng, ds) for _ in range(n)]))
+
+        def slant(disparity: float, extent: float) -> np.ndarray:
+            """Disparity change per pixel, about a third of the plane's own disparity across it at
+            most, and a stretch of at most 30% (steeper planes are seen edge-on)."""
+            gradient = rng.normal(0.0, 0.15 * (disparity + 1.0) / extent, 2)
+            return gradient * min(1.0, 0.3 / (np.linalg.norm(gradient) + 1e-12))
+
+        centre = np.array([ws, hs]) / 2.0
+        background = _sliding_plane(direction, far, slant(far, max(hs, ws)), centre)
+        coverage = np.ones((int(np.ceil(hs)) + 1, int(np.ceil(ws)) + 1), np.float32)
+        layers = [self._plane(rng, coverage, background)]
+
+        def sliding(disparity: float) -> Callable[[np.ndarray, float], np.ndarray]:
+            return lambda at, size: _sliding_plane(direction, disparity, slant(disparity, size), at)
+
+        layers += [self._object(rng, hs, ws, background, motion=sliding(d)) for d in nearer]
         return layers
 
     def _plane(self, rng: np.random.Generator, coverage: np.ndarray, motion: np.ndarray) -> _Layer:
@@ -420,8 +473,16 @@ class SyntheticFlowDataset(Dataset):
             layers.append(self._plane(rng, canvas.astype(np.float32) / 255.0, wall))
         return layers
 
-    def _object(self, rng: np.random.Generator, hs: float, ws: float, base: np.ndarray) -> _Layer:
-        """A textured random shape with its own affine motion, optionally riding on the background's."""
+    def _object(
+        self,
+        rng: np.random.Generator,
+        hs: float,
+        ws: float,
+        base: np.ndarray,
+        motion: Callable[[np.ndarray, float], np.ndarray] | None = None,
+    ) -> _Layer:
+        """A textured random shape with its own affine motion, optionally riding on the background's;
+        ``motion(centre, size)``, where given, sets the motion instead."""
         cfg = self.config
         size = max(6.0, float(np.exp(rng.uniform(np.log(0.08), np.log(1.0)))) * min(hs, ws))
         limbed = cfg.limbed_prob > 0 and rng.random() < cfg.limbed_prob  # old streams unchanged at 0
@@ -431,14 +492,16 @@ class SyntheticFlowDataset(Dataset):
         centre = rng.uniform((-0.15 * ws, -0.15 * hs), (1.15 * ws, 1.15 * hs))
         spin = _rotation(rng.uniform(-np.pi, np.pi))
         placement = _translation(w / 2.0, h / 2.0) @ spin @ _translation(*-centre)
+        if motion is not None:
+            return _Layer(texture, self._with_shading(rng, coverage), placement, motion(centre, size), bounded=True)
         if rng.random() < cfg.static_object_prob:
-            motion = np.eye(3)
+            own = np.eye(3)
         else:
             lin = _random_linear(rng, rot=0.07, log_scale=0.06, aniso=0.03, shear=0.03, clip=0.25)
-            motion = _about(centre, lin, _heavy_tailed_shift(rng, cfg.displacement_scale))
+            own = _about(centre, lin, _heavy_tailed_shift(rng, cfg.displacement_scale))
         if rng.random() < cfg.relative_motion_prob:
-            motion = base @ motion
-        return _Layer(texture, self._with_shading(rng, coverage), placement, motion, bounded=True)
+            own = base @ own
+        return _Layer(texture, self._with_shading(rng, coverage), placement, own, bounded=True)
 
     # --- rendering ---------------------------------------------------------
 

@@ -9,6 +9,7 @@ channels (the stems' RGB input, the raw flow) are left alone.
 
     python benchmarks/int8_layers.py                  # the shipped set, and it with more layers
     python benchmarks/int8_layers.py --default-mode   # the engine: fp32/int8/bf16 x fixed/adaptive
+    python benchmarks/int8_layers.py --by-part        # int8 volume alone, int8 update alone; per pair
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import rafttool.engine.model as model_module
 from rafttool.api import FlowEngine
 from rafttool.data.datasets import detect_datasets
 from rafttool.engine.int8 import int8_weights
 from rafttool.engine.model import DEFAULT_TOLERANCES
+from rafttool.engine.winograd import WinogradUpdateStep
 from rafttool.evaluate import evaluate_family
 
 EXTRA_LAYERS = {
@@ -69,8 +72,26 @@ def simulated_int8(model: torch.nn.Module, prefixes: tuple[str, ...]) -> Iterato
         F.conv2d = original
 
 
-def evaluate(engine: FlowEngine, data: Path) -> dict[str, float]:
-    row: dict[str, float] = {}
+@contextlib.contextmanager
+def int8_part(part: str) -> Iterator[None]:
+    """An int8 pass with only ``part`` ('volume' or 'update') in int8, the other in fp32 as
+    without int8: which of the two a weights file's int8 cost comes from."""
+    if part == "volume":
+        name, replacement = "Int8UpdateStep", WinogradUpdateStep
+    else:
+        build = model_module.build_correlation
+        name, replacement = "build_correlation", lambda *args: build(*args[:-1], False)
+    original = getattr(model_module, name)
+    setattr(model_module, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(model_module, name, original)
+
+
+def evaluate(engine: FlowEngine, data: Path, per_pair: bool = False) -> dict[str, object]:
+    """EPE and mean iterations per split, with ``per_pair`` each pair's EPE too."""
+    row: dict[str, object] = {}
     for split, samples in detect_datasets(data).items():
         used: list[int] = []
 
@@ -79,8 +100,11 @@ def evaluate(engine: FlowEngine, data: Path) -> dict[str, float]:
             used.append(result.iterations_run)
             return result.flow
 
-        row[split] = round(evaluate_family(split, samples, predict).summary()["epe"], 3)
+        result = evaluate_family(split, samples, predict)
+        row[split] = round(result.summary()["epe"], 3)
         row[f"{split} iterations"] = round(sum(used) / len(used), 2)
+        if per_pair:
+            row[f"{split} pairs"] = [round(pair.epe, 3) for pair in result.pairs]
     return row
 
 
@@ -90,6 +114,7 @@ def main() -> None:
     parser.add_argument("--weights", help="RAFT weights of either size (default: the bundled RAFT-small)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--default-mode", action="store_true", help="compare fp32/int8/bf16 with fixed and adaptive iterations")
+    parser.add_argument("--by-part", action="store_true", help="fp32, int8, int8 volume only, int8 update only, per pair (12 iterations)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -102,6 +127,13 @@ def main() -> None:
             for tolerance in (None, adaptive):
                 run = engine(precision == "int8", tolerance, half=precision == "bf16")
                 print(json.dumps({"precision": precision, "tolerance": tolerance, **evaluate(run, args.data)}), flush=True)
+        return
+    if args.by_part:
+        print(json.dumps({"int8": "none", **evaluate(engine(False), args.data, per_pair=True)}), flush=True)
+        print(json.dumps({"int8": "volume and update", **evaluate(engine(True), args.data, per_pair=True)}), flush=True)
+        for part in ("volume", "update"):
+            with int8_part(part):
+                print(json.dumps({"int8": f"{part} only", **evaluate(engine(True), args.data, per_pair=True)}), flush=True)
         return
     print(json.dumps({"int8": "none", **evaluate(engine(False), args.data)}), flush=True)
     shipped = engine(True)

@@ -22,7 +22,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 pytestmark = pytest.mark.slow
 
 # Bounds per model, (motorcycle, Sintel clean cave_2) in px, well above what the shipped weights
-# measure in the default mode (small 4.2 and 2.2 px, soup14 3.4 and 2.0: weights/README.md) and
+# measure in the default mode (small 4.2 and 2.2 px, soup18 3.3 and 1.9: weights/README.md) and
 # well below what seeded random RAFT-small weights give (35.1 and 21.9 px) or zero flow (34.3
 # and 15.1 px).
 EPE_BOUNDS = {"small": (8.0, 4.0), "large": (8.0, 4.5)}

@@ -30,9 +30,9 @@ FORMAT_VERSION = 1
 
 BUNDLED_FILES = {"small": "raft-small.pt", "large": "raft-large.pt"}
 DEFAULT_MODEL = "large"
-"""The network size used when none is asked for. The bundled RAFT-large has 19-58% less error
+"""The network size used when none is asked for. The bundled RAFT-large has 22-58% less error
 than the bundled RAFT-small on Sintel clean, KITTI, Chairs and the real motorcycle stereo pair
-(more on Sintel final, one fogged pair) at about 2.8x its time per pair (weights/README.md);
+(the same on Sintel final) at about 2.8x its time per pair (weights/README.md);
 ``--model small`` is the fast choice."""
 
 

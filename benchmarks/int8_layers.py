@@ -74,8 +74,9 @@ def simulated_int8(model: torch.nn.Module, prefixes: tuple[str, ...]) -> Iterato
 
 @contextlib.contextmanager
 def int8_part(part: str) -> Iterator[None]:
-    """An int8 pass with only ``part`` ('volume' or 'update') in int8, the other in fp32 as
-    without int8: which of the two a weights file's int8 cost comes from."""
+    """An int8 pass with only ``part`` ('volume' or 'update') in int8, the other in fp32 (the
+    update block as the Winograd step, fp32's numbers up to rounding, even where the engine would
+    pick the direct one): which of the two a weights file's int8 cost comes from."""
     if part == "volume":
         name, replacement = "Int8UpdateStep", WinogradUpdateStep
     else:
